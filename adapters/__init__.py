@@ -1,0 +1,1 @@
+"""invkit.adapters: built-in adapter plugins (registered through the `invkit` entry points)."""

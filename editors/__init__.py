@@ -1,0 +1,1 @@
+"""invkit.editors: built-in editor plugins (registered through the `invkit` entry points)."""

@@ -1,0 +1,56 @@
+"""invkit: style-based GAN inversion and editing around the Feature-Style encoder.
+
+The public API::
+
+    G = invkit.load_generator("ffhq.pkl")              # any adapter, found by plugins
+    ws = G.mapping(z, truncation_psi=0.7)             # [B, num_ws, w_dim]
+    img = G.synthesize(ws)                            # [B, 3, R, R] in ~[-1, 1]
+    F = G.features_at(5, ws)                          # layer-5 activation
+    img = G.synthesize_from(5, F, ws)                 # the FS reconstruction G(w, F)
+"""
+
+from __future__ import annotations
+
+from .direction import Direction
+from .editor import Editor
+from .encoder import Encoder
+from .generator import Generator, LayerInfo, StyleAffine
+from .inversion import Inversion
+from .loading import load_generator, save_generator
+from .plugins import list_editors, list_generators, list_recipes
+
+__version__ = "0.1.0"
+
+# Names whose modules pull in heavier machinery are imported on first use.
+_LAZY = {
+    "load_encoder": "invkit.fs_encoder",
+    "FeatureStyleEncoder": "invkit.fs_encoder",
+    "edit": "invkit.editing",
+    "mix": "invkit.editing",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'invkit' has no attribute {name!r}")
+
+
+__all__ = [
+    "Direction",
+    "Editor",
+    "Encoder",
+    "Generator",
+    "Inversion",
+    "LayerInfo",
+    "StyleAffine",
+    "list_editors",
+    "list_generators",
+    "list_recipes",
+    "load_generator",
+    "save_generator",
+    "__version__",
+    *_LAZY,
+]

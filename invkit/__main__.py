@@ -1,0 +1,5 @@
+import sys
+
+from invkit.cli import main
+
+sys.exit(main())

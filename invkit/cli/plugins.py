@@ -1,0 +1,43 @@
+"""``invkit plugins``: what is loaded, from which distribution, and what is broken."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from .. import plugins
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plugins", help="list loaded plugins and what they register")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    st = plugins.state()
+    kinds = {"generator": st.generators, "editor": st.editors, "recipe": st.recipes}
+    provided: dict[str, list[str]] = {}
+    for kind, reg in kinds.items():
+        for e in reg.entries():
+            provided.setdefault(f"{e.distribution}:{e.plugin}", []).append(f"{kind} {e.name}")
+    rows = [
+        {"plugin": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
+         "provides": provided.get(f"{p.distribution}:{p.name}", []), "error": p.error}
+        for p in plugins.plugins()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="invkit plugins")
+    for col in ("plugin", "distribution", "provides", "status"):
+        table.add_column(col)
+    for r in rows:
+        status = f"[red]broken: {r['error']}[/red]" if r["error"] else "[green]ok[/green]"
+        table.add_row(r["plugin"], f"{r['distribution']} {r['version']}", ", ".join(r["provides"]), status)
+    Console().print(table)
+    if plugins._autoload_disabled():
+        Console().print(f"third-party plugins disabled by {plugins.DISABLE_ENV}")
+    return 0

@@ -1,0 +1,90 @@
+"""``load_generator`` / ``save_generator``: from a file, zoo name or URL to a `Generator`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from . import plugins, tensorfile
+from .checkpoint import CheckpointError, CheckpointFile
+from .generator import Generator
+
+GENERATOR_KIND = "generator"
+
+
+def _resolve(source: str | os.PathLike) -> Path:
+    """A local path for ``source``: an existing path, else a zoo name or URL (downloaded to the
+    cache, or found there when offline)."""
+    path = Path(source)
+    if path.exists():
+        return path
+    text = str(source)
+    from . import zoo
+
+    if "://" in text or zoo.has(text):
+        return zoo.fetch(text)
+    raise FileNotFoundError(f"{source}: no such file, and not a zoo name (see `invkit zoo`)")
+
+
+def identify(checkpoint: CheckpointFile) -> str:
+    """The adapter name for a checkpoint, asked of the plugins (invkit files name it inside)."""
+    meta = checkpoint.invkit_meta()
+    if meta is not None:
+        if meta.get("kind") != GENERATOR_KIND:
+            raise CheckpointError(f"{checkpoint.path}: holds an invkit {meta.get('kind')!r}, not a generator")
+        return meta["adapter"]
+    if checkpoint.format == "empty":
+        raise CheckpointError(f"{checkpoint.path}: empty file")
+    name = plugins.plugin_manager().hook.identify_checkpoint(checkpoint=checkpoint)
+    if name is None:
+        known = ", ".join(plugins.list_generators()) or "none"
+        raise CheckpointError(
+            f"{checkpoint.path}: no adapter recognises this {checkpoint.format} file "
+            f"(adapters: {known}; pass adapter=... to force one)"
+        )
+    return name
+
+
+def load_generator(
+    source: str | os.PathLike,
+    adapter: str | None = None,
+    device: str | torch.device = "cpu",
+) -> Generator:
+    """Load a pretrained generator.
+
+    Args:
+        source: a checkpoint path (rosinality/pSp ``.pt``, NVlabs ``.pkl``, invkit
+            ``.safetensors``, ...), a zoo name, or a URL.
+        adapter: force this adapter instead of asking the plugins which one reads the file.
+        device: where to put the generator; it is returned in ``eval()`` mode.
+    """
+    checkpoint = CheckpointFile(_resolve(source))
+    meta = checkpoint.invkit_meta()
+    if meta is not None and adapter is None:
+        if meta.get("kind") != GENERATOR_KIND:
+            raise CheckpointError(f"{checkpoint.path}: holds an invkit {meta.get('kind')!r}, not a generator")
+        entry = plugins.generators().get(meta["adapter"])
+        rebuild = entry.extra.get("from_config")
+        if rebuild is None:
+            raise CheckpointError(f"{checkpoint.path}: adapter {entry.name!r} cannot rebuild from a config")
+        tensors, meta = tensorfile.load(checkpoint.path, kind=GENERATOR_KIND)
+        G = rebuild(meta["config"], tensors, device)
+    else:
+        name = adapter or identify(checkpoint)
+        G = plugins.generators().get(name).obj(checkpoint, device)
+    G.adapter_name = G.adapter_name or (adapter or "")
+    return G.to(device).eval().requires_grad_(False)
+
+
+def save_generator(G: Generator, path: str | os.PathLike) -> Path:
+    """Save ``G`` in invkit's own format (safetensors + JSON config naming its adapter)."""
+    if not G.adapter_name:
+        raise ValueError("generator has no adapter_name; cannot record how to rebuild it")
+    return tensorfile.save(
+        path,
+        dict(G.state_dict()),
+        {"kind": GENERATOR_KIND, "adapter": G.adapter_name, "config": G.config,
+         "fingerprint": G.fingerprint()},
+    )

@@ -1,0 +1,180 @@
+"""Plugin discovery: load every module of the ``invkit`` entry-point group into one pluggy
+manager and collect what they register.
+
+Built-in adapters, editors and recipes are entry points of the ``invkit`` distribution itself,
+so the core never imports them by name. Set ``INVKIT_DISABLE_PLUGIN_AUTOLOAD=1`` to load only
+the built-ins (third-party distributions are then skipped). A plugin that fails to import or to
+register is recorded in :func:`broken_plugins` and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import os
+import threading
+from dataclasses import dataclass
+
+import pluggy
+
+from . import hookspecs
+from .registry import Entry, Registry
+
+GROUP = "invkit"
+BUILTIN_DISTRIBUTION = "invkit"
+DISABLE_ENV = "INVKIT_DISABLE_PLUGIN_AUTOLOAD"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A discovered plugin: entry-point name, module, distribution, and the error if broken."""
+
+    name: str
+    module: str
+    distribution: str
+    version: str
+    error: str | None = None
+
+
+class _State:
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("invkit")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: list[PluginInfo] = []
+        self.generators = Registry("generator adapter")
+        self.editors = Registry("editor")
+        self.recipes = Registry("recipe")
+
+
+_state: _State | None = None
+_lock = threading.Lock()
+
+
+def _autoload_disabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    seen: set[tuple[str, str]] = set()
+    eps = []
+    for ep in metadata.entry_points(group=GROUP):
+        key = (ep.name, ep.value)
+        if key not in seen:  # the same distribution can be visible twice on sys.path
+            seen.add(key)
+            eps.append(ep)
+    return eps
+
+
+def _registrar(registry: Registry, plugin: PluginInfo, extra_keys: tuple[str, ...] = ()):
+    def register(name, obj, *args, description: str = "", **kwargs):
+        extra = {k: kwargs.pop(k) for k in extra_keys if k in kwargs}
+        if args:
+            extra.update(dict(zip(extra_keys, args)))
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)} registering {name!r}")
+        registry.add(
+            Entry(
+                name=name,
+                obj=obj,
+                description=description,
+                plugin=plugin.name,
+                distribution=plugin.distribution,
+                extra=extra,
+            )
+        )
+
+    return register
+
+
+def _load() -> _State:
+    state = _State()
+    disabled = _autoload_disabled()
+    for ep in _entry_points():
+        dist = ep.dist.metadata["Name"] if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        if disabled and dist != BUILTIN_DISTRIBUTION:
+            continue
+        info = PluginInfo(ep.name, ep.value, dist, version)
+        try:
+            module = ep.load()
+            state.pm.register(module, name=f"{dist}:{ep.name}")
+        except Exception as exc:  # a broken plugin must not take the others down
+            state.plugins.append(
+                PluginInfo(ep.name, ep.value, dist, version, f"{type(exc).__name__}: {exc}")
+            )
+            continue
+        try:
+            _collect(state, module, info)
+        except Exception as exc:
+            state.pm.unregister(module)
+            state.plugins.append(
+                PluginInfo(ep.name, ep.value, dist, version, f"{type(exc).__name__}: {exc}")
+            )
+            continue
+        state.plugins.append(info)
+    return state
+
+
+def _collect(state: _State, module, info: PluginInfo) -> None:
+    """Run one plugin's registration hooks, so errors are attributed to that plugin."""
+    caller = state.pm.subset_hook_caller  # call only this module's implementations
+    others = [p for p in state.pm.get_plugins() if p is not module]
+    caller("register_generators", others)(
+        register=_registrar(state.generators, info, ("from_config",))
+    )
+    caller("register_editors", others)(register=_registrar(state.editors, info))
+    caller("register_recipes", others)(register=_registrar(state.recipes, info))
+
+
+def state() -> _State:
+    """The loaded plugin state (loaded once per process, thread-safe)."""
+    global _state
+    if _state is None:
+        with _lock:
+            if _state is None:
+                _state = _load()
+    return _state
+
+
+def reload() -> None:
+    """Forget everything loaded and discover plugins again (tests, new installs)."""
+    global _state
+    with _lock:
+        _state = None
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    return state().pm
+
+
+def plugins() -> list[PluginInfo]:
+    """Every discovered plugin, loaded or broken."""
+    return list(state().plugins)
+
+
+def broken_plugins() -> list[PluginInfo]:
+    return [p for p in state().plugins if p.error]
+
+
+def generators() -> Registry:
+    return state().generators
+
+
+def editors() -> Registry:
+    return state().editors
+
+
+def recipes() -> Registry:
+    return state().recipes
+
+
+def list_generators(pattern: str = "*") -> list[str]:
+    """Names of the registered generator adapters matching ``pattern``."""
+    return generators().names(pattern)
+
+
+def list_editors(pattern: str = "*") -> list[str]:
+    return editors().names(pattern)
+
+
+def list_recipes(pattern: str = "*") -> list[str]:
+    return recipes().names(pattern)

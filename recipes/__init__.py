@@ -1,0 +1,1 @@
+"""invkit.recipes: built-in recipe plugins (registered through the `invkit` entry points)."""
