@@ -21,7 +21,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ from torch import nn
 NoiseMode = Literal["const", "random", "none"]
 #: ``noise_mode`` may also be an explicit list of per-layer noise tensors (see
 #: :meth:`Generator.sample_noise`), which is what training on synthetic images needs.
-NoiseArg = Union[NoiseMode, Sequence[torch.Tensor]]
+NoiseArg = NoiseMode | Sequence[torch.Tensor]
 
 
 @dataclass(frozen=True)
