@@ -1,0 +1,120 @@
+"""The plugin system with real distributions on the path (no monkeypatched registry)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "docs" / "examples" / "invkit-hello" / "invkit_hello.py"
+
+
+def _install_dist(site: Path, name: str, version: str, entry_points: dict[str, str], files: dict[str, str]) -> None:
+    """Write a distribution the way pip lays one out: modules plus ``<name>-<v>.dist-info``."""
+    for rel, text in files.items():
+        (site / rel).write_text(text)
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    eps = "[invkit]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+    (info / "entry_points.txt").write_text(eps)
+    (info / "RECORD").write_text("")
+
+
+@pytest.fixture()
+def site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    _install_dist(site, "invkit-hello", "0.1.0", {"hello": "invkit_hello"},
+                  {"invkit_hello.py": EXAMPLE.read_text()})
+    _install_dist(site, "invkit-broken", "0.0.1", {"broken": "invkit_broken"},
+                  {"invkit_broken.py": "import this_module_does_not_exist_anywhere\n"})
+    return site
+
+
+def _run(site: Path, code: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    env.pop("INVKIT_DISABLE_PLUGIN_AUTOLOAD", None)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_third_party_adapter_loads_through_entry_point(site: Path, tmp_path: Path):
+    ckpt = tmp_path / "hello.pt"
+    proc = _run(site, f"""
+        import json, torch, invkit
+        from invkit_hello import HelloGenerator
+        torch.manual_seed(0)
+        G = HelloGenerator()
+        torch.save({{"hello_generator": G.state_dict(), "hello_config": G.config}}, {str(ckpt)!r})
+        forced = invkit.load_generator({str(ckpt)!r}, adapter="hello")
+        detected = invkit.load_generator({str(ckpt)!r})
+        ws = forced.mapping(torch.randn(2, 16))
+        same = torch.equal(forced.synthesize(ws), G.eval().synthesize(ws))
+        print(json.dumps({{"generators": invkit.list_generators(), "type": type(detected).__name__,
+                           "same": same,
+                           "broken": [p.name for p in invkit.plugins.broken_plugins()
+                                      if p.distribution != "invkit"]}}))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "hello" in out["generators"]
+    assert out["type"] == "HelloGenerator"
+    assert out["same"] is True
+    assert out["broken"] == ["broken"]
+
+
+def test_plugins_command_shows_distribution_and_broken_plugin(site: Path):
+    proc = _run(site, "import sys; from invkit.cli import main; sys.exit(main(['plugins', '--json']))")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["plugin"]: r for r in json.loads(proc.stdout)}
+    assert rows["hello"]["distribution"] == "invkit-hello"
+    assert rows["hello"]["provides"] == ["generator hello"]
+    assert rows["hello"]["error"] is None
+    assert "this_module_does_not_exist_anywhere" in rows["broken"]["error"]
+    # the built-ins are plugins of the invkit distribution itself
+    assert rows["stylegan2"]["distribution"] == "invkit"
+
+
+def test_disable_autoload_keeps_builtins_only(site: Path):
+    proc = _run(site, """
+        import json, invkit
+        print(json.dumps({"gens": invkit.list_generators(),
+                          "dists": sorted({p.distribution for p in invkit.plugins.plugins()})}))
+    """, {"INVKIT_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "hello" not in out["gens"]
+    assert out["dists"] == ["invkit"]
+
+
+def test_plugin_registering_a_taken_name_is_reported_not_fatal(site: Path):
+    shutil.copy(EXAMPLE, site / "invkit_hello_twin.py")
+    _install_dist(site, "invkit-twin", "1.0", {"twin": "invkit_hello_twin"}, {})
+    proc = _run(site, """
+        import json, invkit
+        print(json.dumps({"gens": invkit.list_generators(),
+                          "broken": {p.name: p.error for p in invkit.plugins.broken_plugins()}}))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "hello" in out["gens"]
+    assert "registered twice" in out["broken"]["twin"]
+
+
+def test_builtin_plugins_all_load():
+    import invkit
+
+    invkit.plugins.reload()
+    broken = {p.name: p.error for p in invkit.plugins.broken_plugins() if p.distribution == "invkit"}
+    assert broken == {}
+    assert {"stylegan2", "stylegan3"} <= set(invkit.list_generators())
+    assert {"sefa", "interfacegan", "ganspace"} <= set(invkit.list_editors())
