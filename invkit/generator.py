@@ -193,16 +193,20 @@ class Generator(nn.Module, ABC):
     def fingerprint(self) -> str:
         """A stable hash of the weights (16 hex chars): the same file always gives the same
         value, and directions/encoders record it to refuse being used with another generator."""
+        state = sorted(self.state_dict().items())
+        # In-place updates (optimiser steps, load_state_dict) bump a tensor's _version, so the
+        # cached hash is reused only while no weight has changed.
+        versions = tuple(t._version for _, t in state)
         cached = getattr(self, "_fingerprint_cache", None)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] == versions:
+            return cached[1]
         h = hashlib.sha256()
-        for key, tensor in sorted(self.state_dict().items()):
+        for key, tensor in state:
             h.update(key.encode())
             h.update(str(tuple(tensor.shape)).encode())
             h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        self._fingerprint_cache = h.hexdigest()[:16]
-        return self._fingerprint_cache
+        self._fingerprint_cache = (versions, h.hexdigest()[:16])
+        return self._fingerprint_cache[1]
 
     def describe(self) -> dict:
         """Sizes and layer table as plain data (for ``invkit info`` and JSON configs)."""
