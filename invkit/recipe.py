@@ -1,0 +1,532 @@
+"""`Recipe`: the typed configuration of one Feature-Style encoder training run.
+
+A recipe names the generator it trains for (a zoo name or a path), the layer K that the feature
+code replaces, the loss weights, how input images are preprocessed, the optimisation schedule and
+the run's bookkeeping (checkpoint / sample / log intervals). Recipes are plain nested dataclasses:
+they round-trip through JSON (:meth:`Recipe.to_json`, :meth:`Recipe.from_json`), the training
+engine saves one next to every checkpoint, and :meth:`Recipe.with_overrides` applies
+command-line edits such as ``schedule.lr=5e-5`` or ``loss.lpips=0.5`` with type checking.
+
+Plugins publish recipes through the ``register_recipes`` hook
+(``register("faces", factory, description=...)`` where ``factory()`` returns a :class:`Recipe`);
+:func:`get_recipe` looks one up by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import atomic
+
+RECIPE_FORMAT = 1
+
+
+@dataclass
+class LossWeights:
+    """Weights of the training objective (paper Eq. 5; Eq. 8 adds identity and parsing).
+
+    Every term is computed on both reconstructions unless said otherwise; a weight of 0 switches
+    the term off (and its auxiliary network is then never built).
+
+    Attributes:
+        mse: pixel MSE between the input and G(w) on *synthetic* images (whose exact W+ code
+            G can reach), as in the paper.
+        mse_wf: pixel MSE between the input and G(w, F), on all images.
+        lpips: multi-scale LPIPS (scales 1, 1/2, 1/4) on G(w) and G(w, F) (lambda_1 = 0.2
+            in the paper's notation is the feature weight below; LPIPS has weight 1).
+        lpips_w: extra factor on the G(w) LPIPS term relative to the G(w, F) one.
+        feature: lambda_1, ``||F - G_K(w)||^2`` with the target detached (keeps F close to G's own
+            layer-K activation so that edits of w still act on the image).
+        identity: multi-layer ArcFace identity loss (faces only; Eq. 8).
+        parsing: multi-layer face-parsing loss (faces only; Eq. 8).
+    """
+
+    mse: float = 1.0
+    mse_wf: float = 1.0
+    lpips: float = 1.0
+    lpips_w: float = 1.0
+    feature: float = 0.2
+    identity: float = 0.0
+    parsing: float = 0.0
+
+
+@dataclass
+class Preprocess:
+    """How an image file becomes a training input ``[3, H, W]`` in [-1, 1].
+
+    Steps, in order: optional alignment check, ``fit`` to the aspect of ``resize``, resize to
+    ``resize`` (H, W), then pad (centred) to ``pad_to`` (H, W) with ``pad_value``.
+
+    Attributes:
+        resize: target content size ``(H, W)``; None means the generator's square resolution.
+        pad_to: frame size ``(H, W)`` the content is padded into; None means no padding. The
+            StyleGAN2 car model, for example, draws 512x384 content in a 512x512 frame.
+        pad_value: fill value in [-1, 1] (-1 is black, like the padded LSUN car training set).
+        fit: ``"crop"`` centre-crops each image to the aspect of ``resize`` first (no
+            distortion); ``"stretch"`` resizes directly.
+        align: ``"none"``, or ``"ffhq"`` when the generator was trained on FFHQ-aligned faces;
+            training data must then already be aligned (FFHQ itself, or the output of the
+            alignment tool), and inference tools align before encoding.
+        hflip: randomly mirror real images (an augmentation; off in the paper).
+    """
+
+    resize: tuple[int, int] | None = None
+    pad_to: tuple[int, int] | None = None
+    pad_value: float = -1.0
+    fit: Literal["crop", "stretch"] = "crop"
+    align: Literal["none", "ffhq"] = "none"
+    hflip: bool = False
+
+
+@dataclass
+class Schedule:
+    """The optimisation schedule. The defaults are the paper's.
+
+    Attributes:
+        batch_real: real images per batch and process.
+        batch_synthetic: synthetic images per batch and process (drawn from random z).
+        epochs: training epochs (an epoch is ``iters_per_epoch`` steps, not a data pass).
+        iters_per_epoch: optimiser steps per epoch.
+        lr: learning rate.
+        lr_drop_epochs: the last ``lr_drop_epochs`` epochs run at ``lr / lr_drop_factor``.
+        lr_drop_factor: the divisor of that drop.
+        optimizer: ``"ranger"`` (RAdam + Lookahead, as the official code), ``"radam"`` or
+            ``"adam"``.
+        betas: Adam moments.
+        eps: Adam epsilon.
+        weight_decay: L2 weight decay.
+        lookahead_k: Lookahead synchronisation period (ranger).
+        lookahead_alpha: Lookahead slow-weight step (ranger).
+        grad_centralization: subtract each multi-dim gradient's mean (the Ranger variant the
+            official code uses); ranger only.
+        grad_clip: clip the gradient norm to this value; None: no clipping.
+        truncation_psi: truncation of the random z used for synthetic images.
+    """
+
+    batch_real: int = 2
+    batch_synthetic: int = 2
+    epochs: int = 12
+    iters_per_epoch: int = 10_000
+    lr: float = 1e-4
+    lr_drop_epochs: int = 2
+    lr_drop_factor: float = 10.0
+    optimizer: Literal["ranger", "radam", "adam"] = "ranger"
+    betas: tuple[float, float] = (0.95, 0.999)
+    eps: float = 1e-5
+    weight_decay: float = 0.0
+    lookahead_k: int = 6
+    lookahead_alpha: float = 0.5
+    grad_centralization: bool = True
+    grad_clip: float | None = None
+    truncation_psi: float = 1.0
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.iters_per_epoch
+
+    @property
+    def lr_drop_step(self) -> int:
+        """The first step that runs at the dropped learning rate."""
+        return max(0, self.epochs - self.lr_drop_epochs) * self.iters_per_epoch
+
+
+@dataclass
+class EncoderSpec:
+    """Architecture of the encoder to train (passed to the encoder's constructor).
+
+    Attributes:
+        backbone: IResNet depth name (``"iresnet50"``; smaller ones for tests).
+        input_size: the encoder's working resolution (inputs are resized to it).
+        options: further keyword arguments for the encoder class.
+    """
+
+    backbone: str = "iresnet50"
+    input_size: int = 256
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    """A complete training configuration (saved as ``recipe.json`` next to the checkpoints).
+
+    Attributes:
+        name: the recipe's name (``"faces"``).
+        generator: zoo name, URL or path of the generator it trains for.
+        k: the generator layer the feature code F replaces.
+        description: one line for listings.
+        loss: the objective's weights.
+        preprocess: image-file preprocessing.
+        schedule: optimisation schedule.
+        encoder: encoder architecture.
+        blend_warmup_steps: F is blended into G's own layer-K activation with a weight that
+            rises linearly from 0 to 1 over this many steps (0: full replacement from the
+            start; the official code uses 10k).
+        checkpoint_every: steps between checkpoints (one is always written at the end).
+        sample_every: steps between sample grids (input | G(w) | G(w, F)).
+        log_every: steps between JSONL log lines.
+        keep_last: how many checkpoints to keep (older ones are deleted).
+        num_samples: images per sample grid (half real, half synthetic).
+        seed: seed of the data order, synthetic latents and noise, and initialisation.
+        num_workers: data-loading worker processes.
+    """
+
+    name: str
+    generator: str
+    k: int
+    description: str = ""
+    loss: LossWeights = field(default_factory=LossWeights)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    schedule: Schedule = field(default_factory=Schedule)
+    encoder: EncoderSpec = field(default_factory=EncoderSpec)
+    blend_warmup_steps: int = 0
+    checkpoint_every: int = 2000
+    sample_every: int = 1000
+    log_every: int = 50
+    keep_last: int = 3
+    num_samples: int = 8
+    seed: int = 0
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ---- validation ------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`RecipeError` naming the first inconsistent setting."""
+        s, p = self.schedule, self.preprocess
+        checks = [
+            (self.k >= 0, "k must be >= 0"),
+            (s.batch_real >= 0 and s.batch_synthetic >= 0, "batch sizes must be >= 0"),
+            (s.batch_real + s.batch_synthetic > 0, "batch_real + batch_synthetic must be > 0"),
+            (s.epochs >= 1 and s.iters_per_epoch >= 1, "epochs and iters_per_epoch must be >= 1"),
+            (0 <= s.lr_drop_epochs <= s.epochs, "lr_drop_epochs must be in [0, epochs]"),
+            (s.lr > 0 and s.lr_drop_factor > 0, "lr and lr_drop_factor must be > 0"),
+            (s.lookahead_k >= 1 and 0 < s.lookahead_alpha <= 1, "lookahead_k >= 1, 0 < lookahead_alpha <= 1"),
+            (s.grad_clip is None or s.grad_clip > 0, "grad_clip must be > 0 or none"),
+            (self.blend_warmup_steps >= 0, "blend_warmup_steps must be >= 0"),
+            (min(self.checkpoint_every, self.sample_every, self.log_every) >= 1, "intervals must be >= 1"),
+            (self.keep_last >= 1, "keep_last must be >= 1"),
+            (self.num_samples >= 0 and self.num_workers >= 0, "num_samples, num_workers must be >= 0"),
+            (-1 <= p.pad_value <= 1, "preprocess.pad_value must be in [-1, 1]"),
+            (all(v >= 0 for v in dataclasses.astuple(self.loss)), "loss weights must be >= 0"),
+            (self.encoder.input_size >= 16, "encoder.input_size must be >= 16"),
+        ]
+        for size_name in ("resize", "pad_to"):
+            size = getattr(p, size_name)
+            checks.append((size is None or min(size) >= 1, f"preprocess.{size_name} must be positive (H, W)"))
+        if p.resize is not None and p.pad_to is not None:
+            checks.append((p.pad_to[0] >= p.resize[0] and p.pad_to[1] >= p.resize[1],
+                           "preprocess.pad_to must be at least as large as preprocess.resize"))
+        for ok, msg in checks:
+            if not ok:
+                raise RecipeError(f"recipe {self.name!r}: {msg}")
+
+    # ---- JSON --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data (tuples become lists)."""
+        return {"format": RECIPE_FORMAT, **_to_plain(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        """The inverse of :meth:`to_dict`; unknown or mistyped keys raise :class:`RecipeError`."""
+        data = dict(data)
+        version = data.pop("format", RECIPE_FORMAT)
+        if version != RECIPE_FORMAT:
+            raise RecipeError(f"recipe format {version} is not supported (expected {RECIPE_FORMAT})")
+        return _from_plain(cls, data, "")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Recipe:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RecipeError(f"not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise RecipeError("a recipe must be a JSON object")
+        return cls.from_dict(data)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the recipe as JSON (atomically)."""
+        path = Path(path)
+        atomic.write_text(path, self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Recipe:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RecipeError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
+        try:
+            return cls.from_json(text)
+        except RecipeError as exc:
+            raise RecipeError(f"{path}: {exc}") from None
+
+    # ---- overrides ---------------------------------------------------------------------------
+    def with_overrides(self, overrides: typing.Iterable[str]) -> Recipe:
+        """A copy with ``"key=value"`` edits applied; dotted keys reach nested sections.
+
+        Values are parsed for the field's type: numbers (``1e-4``, ``10_000``), booleans
+        (``true/false/yes/no/on/off/1/0``), ``none``/``null`` for optional fields, pairs as
+        ``384,512`` or ``[384, 512]``, dicts as JSON. Raises :class:`RecipeError` naming the key
+        and the problem (with a suggestion for misspelt keys).
+        """
+        data = self.to_dict()
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise RecipeError(f"override {item!r}: expected key=value")
+            path = key.split(".")
+            cls: type = Recipe
+            target = data
+            for depth, part in enumerate(path):
+                hints = _hints(cls)
+                if part not in hints:
+                    prefix = ".".join(path[:depth])
+                    names = [f"{prefix}.{n}" if prefix else n for n in hints]
+                    close = difflib.get_close_matches(key, names, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys here: {', '.join(names)}"
+                    raise RecipeError(f"override {item!r}: unknown key {key!r}{hint}")
+                tp = hints[part]
+                if depth < len(path) - 1:
+                    if not _is_dataclass_type(tp):
+                        raise RecipeError(f"override {item!r}: {'.'.join(path[:depth + 1])} is not a section")
+                    cls, target = tp, target[part]
+                elif _is_dataclass_type(tp):
+                    sub = ", ".join(f"{key}.{n}" for n in _hints(tp))
+                    raise RecipeError(f"override {item!r}: {key} is a section; set one of {sub}")
+                else:
+                    try:
+                        target[part] = _to_plain(_parse_value(text.strip(), tp))
+                    except (ValueError, TypeError) as exc:
+                        raise RecipeError(f"override {item!r}: {exc}") from None
+        try:
+            return Recipe.from_dict(data)
+        except RecipeError as exc:
+            raise RecipeError(f"after overrides {list(overrides)}: {exc}") from None
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting as ``{"schedule.lr": 1e-4, ...}`` (for listings and diffs)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, obj: Any) -> None:
+            for f in dataclasses.fields(obj):
+                value = getattr(obj, f.name)
+                if dataclasses.is_dataclass(value):
+                    walk(f"{prefix}{f.name}.", value)
+                else:
+                    out[prefix + f.name] = _to_plain(value)
+
+        walk("", self)
+        return out
+
+    def diff(self, other: Recipe) -> dict[str, tuple[Any, Any]]:
+        """``{key: (self_value, other_value)}`` for every setting that differs."""
+        a, b = self.flat(), other.flat()
+        return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+class RecipeError(ValueError):
+    """An invalid recipe or override; the message names the key and the problem."""
+
+
+def get_recipe(name_or_path: str | os.PathLike) -> Recipe:
+    """A registered recipe by name (``"faces"``), or a recipe JSON file."""
+    from . import plugins
+
+    text = str(name_or_path)
+    if text in plugins.recipes():
+        entry = plugins.recipes().get(text)
+        recipe = entry.obj()
+        if not isinstance(recipe, Recipe):
+            raise RecipeError(f"recipe {text!r} from plugin {entry.plugin} did not return a Recipe")
+        return recipe
+    path = Path(text)
+    if path.suffix == ".json" or path.is_file():
+        return Recipe.load(path)
+    known = ", ".join(plugins.list_recipes()) or "none"
+    raise KeyError(f"unknown recipe {text!r}; registered: {known} (or pass a recipe .json file)")
+
+
+# ---- typed (de)serialisation helpers ---------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _from_plain(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where or 'recipe'}: expected an object, got {type(data).__name__}")
+    hints = _hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise RecipeError(f"unknown key(s) {', '.join((where + '.' if where else '') + u for u in unknown)}")
+    kwargs = {}
+    for name, tp in hints.items():
+        if name not in data:
+            continue
+        key = f"{where}.{name}" if where else name
+        if _is_dataclass_type(tp):
+            kwargs[name] = _from_plain(tp, data[name], key)
+        else:
+            try:
+                kwargs[name] = _coerce(data[name], tp)
+            except (TypeError, ValueError) as exc:
+                raise RecipeError(f"{key}: {exc}") from None
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise RecipeError(f"{where or 'recipe'}: {exc}") from None
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Check a JSON value against ``tp`` (int/float/bool/str/None, Literal, tuple, dict, unions)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise TypeError(f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise TypeError(f"expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a) for v, a in zip(value, args))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported field type {_type_name(tp)}")
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _parse_value(text: str, tp: Any) -> Any:
+    """Parse command-line text for a field of type ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _is_union(tp):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _parse_value(text, arg)
+            except (TypeError, ValueError):
+                pass
+        raise ValueError(f"cannot read {text!r} as {_type_name(tp)}")
+    if origin is Literal:
+        if text not in args:
+            raise ValueError(f"expected one of {', '.join(map(str, args))}, got {text!r}")
+        return text
+    if origin is tuple:
+        parts: list[Any]
+        if text.startswith("["):
+            parts = json.loads(text)
+            if not isinstance(parts, list):
+                raise ValueError(f"expected a list, got {text!r}")
+            parts = [json.dumps(p) if not isinstance(p, str) else p for p in parts]
+        else:
+            parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+        if len(parts) != len(args):
+            raise ValueError(f"expected {len(args)} comma-separated values, got {text!r}")
+        return tuple(_parse_value(p, a) for p, a in zip(parts, args))
+    if origin is dict or tp is dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"expected a JSON object, got {text!r}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, got {text!r}")
+        return value
+    if tp is bool:
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"expected true or false, got {text!r}")
+    if tp is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"expected an integer, got {text!r}") from None
+            if not value.is_integer():
+                raise ValueError(f"expected an integer, got {text!r}") from None
+            return int(value)
+    if tp is float:
+        try:
+            return float(text.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+    if tp is str:
+        return text
+    raise ValueError(f"unsupported field type {_type_name(tp)}")
