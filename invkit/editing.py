@@ -1,0 +1,157 @@
+"""Editing and mixing Feature-Style codes (paper Eq. 1).
+
+An inversion is ``(w, F)``: W+ codes and the feature code F that replaces layer K. Moving ``w``
+alone would leave F describing the old image, so the edit also moves F by how much the
+generator's own layer-K activation moves::
+
+    w̃ = w + α·d
+    F̃ = F + (G_K(w̃) − G_K(w))          # both G_K calls with the same noise
+    image = G(w̃, F̃)
+
+At α = 0 the difference is exactly zero, so the result is bit-identical to the reconstruction
+``G(w, F)``. A direction restricted to ws rows that layer K does not read (rows after K's) leaves
+F untouched and changes only the layers after K.
+
+Style mixing swaps the two halves: ``G(w_B, F_A)`` keeps A's spatial structure (F) and takes B's
+styles for every layer after K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .direction import Direction
+from .generator import Generator, NoiseArg
+from .inversion import Inversion
+
+
+def as_wplus(direction: Direction, num_ws: int) -> Direction:
+    """The W direction ``direction`` as an equivalent unit W+ direction ``[num_ws, w_dim]``.
+
+    The W vector is copied into the rows ``direction.layers`` (all rows when empty) and the
+    result is scaled to unit Frobenius norm, so every direction invkit writes has unit length
+    (a W+ step of α moves each of the ``n`` chosen rows by ``α / sqrt(n)``).
+    """
+    if direction.space == "w+":
+        return direction
+    if direction.space != "w":
+        raise ValueError(f"direction {direction.name!r} lives in {direction.space.upper()}; only W converts to W+")
+    rows = direction.layers or list(range(num_ws))
+    if any(not 0 <= i < num_ws for i in rows):
+        raise ValueError(f"direction {direction.name!r} names ws rows {rows} outside 0..{num_ws - 1}")
+    vec = direction.vector.new_zeros(num_ws, direction.vector.shape[0])
+    vec[rows] = direction.vector
+    vec = vec / vec.norm().clamp_min(1e-12)
+    return Direction(vec, "w+", direction.name, direction.editor, direction.generator_fingerprint,
+                     list(rows), direction.attribute, dict(direction.stats))
+
+
+def _noise_for(G: Generator, batch: int, noise_mode: NoiseArg) -> NoiseArg:
+    """Fix the noise once, so that every synthesis of one edit sees the same noise."""
+    if isinstance(noise_mode, str) and noise_mode == "random":
+        return G.sample_noise(batch)
+    return noise_mode
+
+
+def _check(G: Generator, inversion: Inversion, direction: Direction | None = None) -> None:
+    inversion.check_generator(G)
+    if direction is not None:
+        direction.check(G)
+        if direction.space == "z":
+            raise ValueError(
+                f"direction {direction.name!r} lives in Z, but an inversion holds W+ codes; "
+                f"use a W or W+ direction (e.g. fit it on the inversion codes)"
+            )
+    G._check_ws(inversion.ws)
+
+
+def edit_codes(
+    G: Generator,
+    inversion: Inversion,
+    direction: Direction,
+    strength: float | torch.Tensor,
+    noise_mode: NoiseArg = "const",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paper Eq. 1 on the codes: ``(w̃ [N, num_ws, w_dim], F̃ [N, C, H, W])``.
+
+    Args:
+        G: the generator ``inversion`` and ``direction`` were made for (refused otherwise).
+        inversion: the codes of N images.
+        direction: a W or W+ direction.
+        strength: α, a number or ``[N]`` (one per image).
+        noise_mode: noise of the two ``G_K`` calls: "const", "none", an explicit noise list, or
+            "random" (drawn once and used for both calls).
+    """
+    _check(G, inversion, direction)
+    noise = _noise_for(G, len(inversion), noise_mode)
+    return _edit_codes(G, inversion, direction, strength, noise)
+
+
+def _edit_codes(G, inversion, direction, strength, noise) -> tuple[torch.Tensor, torch.Tensor]:
+    ws = inversion.ws
+    ws_edit = direction.apply(ws, strength)
+    k = inversion.k
+    # The difference first, then the add: at α = 0 it is exactly zero and F̃ == F bit for bit.
+    delta = G.features_at(k, ws_edit, noise) - G.features_at(k, ws, noise)
+    return ws_edit, inversion.features + delta
+
+
+def edit(
+    G: Generator,
+    inversion: Inversion,
+    direction: Direction,
+    strength: float | torch.Tensor,
+    noise_mode: NoiseArg = "const",
+) -> torch.Tensor:
+    """The edited images ``G(w̃, F̃)``: ``[N, img_channels, R, R]``, roughly in [-1, 1].
+
+    See :func:`edit_codes` for the arguments. With ``noise_mode="random"`` one noise draw is used
+    for both ``G_K`` calls and for the final synthesis.
+    """
+    _check(G, inversion, direction)
+    noise = _noise_for(G, len(inversion), noise_mode)
+    ws_edit, feats_edit = _edit_codes(G, inversion, direction, strength, noise)
+    return G.synthesize_from(inversion.k, feats_edit, ws_edit, noise)
+
+
+def edit_strip(
+    G: Generator,
+    inversion: Inversion,
+    direction: Direction,
+    strengths: Sequence[float],
+    noise_mode: NoiseArg = "const",
+) -> torch.Tensor:
+    """Every image at every strength: ``[N, S, img_channels, R, R]``.
+
+    One noise draw serves the whole strip, so only the edit changes along it; each strength is
+    one batch of N, so the α = 0 column equals :func:`edit` (and the reconstruction) exactly.
+    """
+    _check(G, inversion, direction)
+    noise = _noise_for(G, len(inversion), noise_mode)
+    columns = []
+    for alpha in strengths:
+        ws_edit, feats_edit = _edit_codes(G, inversion, direction, float(alpha), noise)
+        columns.append(G.synthesize_from(inversion.k, feats_edit, ws_edit, noise))
+    return torch.stack(columns, dim=1)
+
+
+def mix(
+    G: Generator, inv_a: Inversion, inv_b: Inversion, noise_mode: NoiseArg = "const"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Style mixing: ``(G(w_B, F_A), G(w_A, F_B))``, each ``[N, img_channels, R, R]``.
+
+    ``G(w_B, F_A)`` has A's spatial structure (its feature code) rendered with B's styles for the
+    layers after K. Both inversions must come from ``G``, with the same layer K and size N.
+    """
+    _check(G, inv_a)
+    _check(G, inv_b)
+    if inv_a.k != inv_b.k:
+        raise ValueError(f"cannot mix feature codes of layer {inv_a.k} and layer {inv_b.k}")
+    if len(inv_a) != len(inv_b):
+        raise ValueError(f"cannot mix {len(inv_a)} codes with {len(inv_b)} codes (pair them one to one)")
+    noise = _noise_for(G, len(inv_a), noise_mode)
+    ab = G.synthesize_from(inv_a.k, inv_a.features, inv_b.ws, noise)
+    ba = G.synthesize_from(inv_a.k, inv_b.features, inv_a.ws, noise)
+    return ab, ba
