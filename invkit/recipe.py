@@ -140,17 +140,28 @@ class Schedule:
 
 @dataclass
 class EncoderSpec:
-    """Architecture of the encoder to train (passed to the encoder's constructor).
+    """Architecture of the Feature-Style encoder to train (an IResNet backbone; the defaults
+    are the paper's IResNet-50 at 256 px).
 
     Attributes:
-        backbone: IResNet depth name (``"iresnet50"``; smaller ones for tests).
-        input_size: the encoder's working resolution (inputs are resized to it).
-        options: further keyword arguments for the encoder class.
+        depths: residual blocks per stage (IResNet-50: 3, 4, 14, 3).
+        widths: output channels per stage.
+        stem_width: channels of the stem convolution.
+        input_size: the encoder's working resolution (inputs are resized to it; a multiple of 8).
+        pool_size: adaptive pooling side of the latent branch.
+        feature_stride: stride of the feature branch's last conv (None: chosen from K's size).
     """
 
-    backbone: str = "iresnet50"
+    depths: tuple[int, int, int, int] = (3, 4, 14, 3)
+    widths: tuple[int, int, int, int] = (64, 128, 256, 512)
+    stem_width: int = 64
     input_size: int = 256
-    options: dict[str, Any] = field(default_factory=dict)
+    pool_size: int = 3
+    feature_stride: int | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``FeatureStyleEncoder.for_generator``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass
@@ -217,7 +228,10 @@ class Recipe:
             (self.num_samples >= 0 and self.num_workers >= 0, "num_samples, num_workers must be >= 0"),
             (-1 <= p.pad_value <= 1, "preprocess.pad_value must be in [-1, 1]"),
             (all(v >= 0 for v in dataclasses.astuple(self.loss)), "loss weights must be >= 0"),
-            (self.encoder.input_size >= 16, "encoder.input_size must be >= 16"),
+            (self.encoder.input_size >= 16 and self.encoder.input_size % 8 == 0,
+             "encoder.input_size must be a multiple of 8, >= 16"),
+            (min(self.encoder.depths) >= 1 and min(self.encoder.widths) >= 1 and self.encoder.stem_width >= 1,
+             "encoder depths and widths must be >= 1"),
         ]
         for size_name in ("resize", "pad_to"):
             size = getattr(p, size_name)
