@@ -380,3 +380,89 @@ def load_checkpoint(checkpoint: CheckpointFile) -> StyleGAN2Generator:
         f"{source}: not a StyleGAN2 checkpoint (expected 'g_ema', pSp 'state_dict' with 'decoder.*', "
         f"or an NVlabs state dict; found {what})"
     )
+
+
+# ---- writers (the inverse maps; for handing a model to rosinality/pSp/NVlabs code) ----------
+def to_rosinality(G: StyleGAN2Generator) -> dict[str, torch.Tensor]:
+    """``G`` as a rosinality ``Generator.state_dict()`` (same keys, shapes and order as
+    rosinality ``model.py``, blur/upsample kernels included). ``G.w_avg`` is not part of it: store
+    it beside as ``latent_avg``. Only generators with ``mapping_lr_mul`` 0.01, ``z_dim == w_dim``
+    and equal mapping widths have a rosinality equivalent."""
+    if G.config["mapping_lr_mul"] != 0.01 or len(set(G.config["mapping_dims"])) != 1:
+        raise ValueError("rosinality's Generator needs z_dim == w_dim == every mapping width and lr_mlp 0.01")
+    sd = {k: v.detach().cpu() for k, v in G.state_dict().items()}
+    kernel = _blur_kernel()
+    out: dict[str, torch.Tensor] = {}
+    for i in range(len(G.mapping_net.fcs)):
+        out[f"style.{i + 1}.weight"] = sd[f"mapping_net.fcs.{i}.weight"]
+        out[f"style.{i + 1}.bias"] = sd[f"mapping_net.fcs.{i}.bias"]
+    out["input.input"] = sd["const"][None]
+
+    def conv(dst: str, j: int) -> None:
+        out[f"{dst}.conv.weight"] = sd[f"convs.{j}.weight"][None]
+        if G.convs[j].up:
+            out[f"{dst}.conv.blur.kernel"] = kernel.clone()
+        out[f"{dst}.conv.modulation.weight"] = sd[f"convs.{j}.affine.weight"]
+        out[f"{dst}.conv.modulation.bias"] = sd[f"convs.{j}.affine.bias"]
+        out[f"{dst}.noise.weight"] = sd[f"convs.{j}.noise_strength"].reshape(1)
+        out[f"{dst}.activate.bias"] = sd[f"convs.{j}.bias"]
+
+    def torgb(dst: str, b: int) -> None:
+        out[f"{dst}.bias"] = sd[f"torgbs.{b}.bias"].reshape(1, -1, 1, 1)
+        if b > 0:
+            out[f"{dst}.upsample.kernel"] = kernel.clone()
+        out[f"{dst}.conv.weight"] = sd[f"torgbs.{b}.weight"][None]
+        out[f"{dst}.conv.modulation.weight"] = sd[f"torgbs.{b}.affine.weight"]
+        out[f"{dst}.conv.modulation.bias"] = sd[f"torgbs.{b}.affine.bias"]
+
+    conv("conv1", 0)
+    torgb("to_rgb1", 0)
+    for j in range(1, len(G.convs)):
+        conv(f"convs.{j - 1}", j)
+    for b in range(1, len(G.torgbs)):
+        torgb(f"to_rgbs.{b - 1}", b)
+    for j in range(len(G.convs)):
+        out[f"noises.noise_{j}"] = sd[f"convs.{j}.noise_const"][None, None]
+    return out
+
+
+def to_nvlabs(G: StyleGAN2Generator) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``G`` as an NVlabs stylegan2-ada ``Generator`` ``(state_dict, init_kwargs)`` (nested
+    ``synthesis_kwargs`` layout). ``channel_base``/``channel_max`` are the values that
+    reproduce ``G.channels`` with NVlabs' formula when such values exist (the official code
+    derives widths from them; invkit reads the shapes)."""
+    sd = {k: v.detach().cpu() for k, v in G.state_dict().items()}
+    filt = _blur_kernel(gain=1.0)
+    out: dict[str, torch.Tensor] = {}
+    for b, _ in enumerate(G.torgbs):
+        r = 4 * 2 ** b
+        blk = f"synthesis.b{r}"
+        if b == 0:
+            out[f"{blk}.const"] = sd["const"]
+        out[f"{blk}.resample_filter"] = filt.clone()
+        layers = [("conv1", 0)] if b == 0 else [("conv0", 2 * b - 1), ("conv1", 2 * b)]
+        for name, j in layers:
+            for p in ("weight", "noise_strength", "bias"):
+                out[f"{blk}.{name}.{p}"] = sd[f"convs.{j}.{p}"]
+            out[f"{blk}.{name}.resample_filter"] = filt.clone()
+            for p in ("noise_const", "affine.weight", "affine.bias"):
+                out[f"{blk}.{name}.{p}"] = sd[f"convs.{j}.{p}"]
+        for p in ("weight", "bias", "affine.weight", "affine.bias"):
+            out[f"{blk}.torgb.{p}"] = sd[f"torgbs.{b}.{p}"]
+    out["mapping.w_avg"] = sd["w_avg"]
+    for i in range(len(G.mapping_net.fcs)):
+        out[f"mapping.fc{i}.weight"] = sd[f"mapping_net.fcs.{i}.weight"]
+        out[f"mapping.fc{i}.bias"] = sd[f"mapping_net.fcs.{i}.bias"]
+    cfg = G.config
+    dims = cfg["mapping_dims"]
+    channel_max = max(cfg["channels"])
+    channel_base = cfg["channels"][-1] * cfg["resolution"]
+    init_kwargs = {
+        "z_dim": cfg["z_dim"], "w_dim": cfg["w_dim"], "c_dim": 0, "img_resolution": cfg["resolution"],
+        "img_channels": cfg["img_channels"],
+        "mapping_kwargs": {"num_layers": len(dims) - 1, "layer_features": dims[1] if len(dims) > 2 else None,
+                           "lr_multiplier": cfg["mapping_lr_mul"]},
+        "synthesis_kwargs": {"channel_base": channel_base, "channel_max": channel_max,
+                             "num_fp16_res": cfg["num_fp16_res"], "conv_clamp": cfg["conv_clamp"]},
+    }
+    return out, init_kwargs
