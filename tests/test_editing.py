@@ -1,0 +1,148 @@
+"""Feature-code editing (paper Eq. 1), style mixing, and the refusals of mismatched codes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import invkit
+from invkit.direction import Direction
+from invkit.editing import as_wplus, edit, edit_codes, edit_strip, mix
+from invkit.inversion import Inversion
+from invkit.testing import tiny_stylegan2
+
+K = 3  # b8.conv1 of a 32 px StyleGAN2: reads ws row 2; rows 3.. act after it
+
+
+@pytest.fixture(scope="module")
+def G():
+    return tiny_stylegan2(resolution=32, w_dim=32, max_channels=32)
+
+
+def _inversion(G, n: int = 2, seed: int = 0) -> Inversion:
+    """Synthetic (w, F): mapped codes with per-row jitter (real W+) and a perturbed feature code."""
+    g = torch.Generator().manual_seed(seed)
+    ws = G.mapping(torch.randn(n, G.z_dim, generator=g)) + 0.2 * torch.randn(n, G.num_ws, G.w_dim, generator=g)
+    F = G.features_at(K, ws) + 0.3 * torch.randn(n, *G.layer(K).shape, generator=g)
+    return Inversion(ws, F, K, G.fingerprint(), [f"img{i}" for i in range(n)])
+
+
+def _direction(G, layers=(), space="w", seed=1) -> Direction:
+    v = torch.randn(G.w_dim, generator=torch.Generator().manual_seed(seed))
+    d = Direction(v / v.norm(), "w", "test", "manual", G.fingerprint(), list(layers))
+    return as_wplus(d, G.num_ws) if space == "w+" else d
+
+
+@pytest.mark.parametrize("space", ["w", "w+"])
+def test_zero_strength_reproduces_the_inversion_exactly(G, space):
+    inv = _inversion(G)
+    d = _direction(G, space=space)
+    ws_e, F_e = edit_codes(G, inv, d, 0.0)
+    assert torch.equal(ws_e, inv.ws) and torch.equal(F_e, inv.features)
+    assert torch.equal(edit(G, inv, d, 0.0), G.synthesize_from(K, inv.features, inv.ws))
+    strip = edit_strip(G, inv, d, [-2.0, 0.0, 2.0])
+    assert torch.equal(strip[:, 1], G.synthesize_from(K, inv.features, inv.ws))
+    assert torch.equal(strip[:, 2], edit(G, inv, d, 2.0))
+
+
+def test_random_noise_is_drawn_once_and_shared(G):
+    inv = _inversion(G)
+    d = _direction(G)
+    torch.manual_seed(123)
+    out = edit(G, inv, d, 0.0, noise_mode="random")
+    torch.manual_seed(123)
+    noise = G.sample_noise(len(inv))
+    # if the two G_K calls saw different noise, F̃ would differ from F even at α = 0
+    assert torch.equal(out, G.synthesize_from(K, inv.features, inv.ws, noise))
+    assert not torch.equal(out, G.synthesize_from(K, inv.features, inv.ws))
+
+
+def test_feature_code_moves_by_the_generators_own_activation_change(G):
+    inv = _inversion(G)
+    d = _direction(G)
+    ws_e, F_e = edit_codes(G, inv, d, torch.tensor([1.5, -2.0]))
+    torch.testing.assert_close(ws_e, inv.ws + torch.tensor([1.5, -2.0]).view(2, 1, 1) * d.vector)
+    torch.testing.assert_close(F_e, inv.features + G.features_at(K, ws_e) - G.features_at(K, inv.ws))
+    # a pure-w inversion (F = G_K(w)) edits exactly like editing w alone
+    pure = Inversion(inv.ws, G.features_at(K, inv.ws), K, G.fingerprint())
+    torch.testing.assert_close(edit(G, pure, d, 2.0), G.synthesize(d.apply(inv.ws, 2.0)), atol=1e-5, rtol=1e-5)
+
+
+def test_layer_restricted_edit_changes_only_its_rows(G):
+    inv = _inversion(G)
+    rec = G.synthesize_from(K, inv.features, inv.ws)
+    late = _direction(G, layers=[4, 5])  # rows read after layer K
+    ws_e, F_e = edit_codes(G, inv, late, 3.0)
+    changed = (ws_e - inv.ws).abs().amax(dim=(0, 2)) > 0
+    assert changed.tolist() == [i in (4, 5) for i in range(G.num_ws)]
+    assert torch.equal(F_e, inv.features)  # G_K does not read rows 4-5: F is left alone
+    assert (edit(G, inv, late, 3.0) - rec).abs().amax() > 1e-2
+
+    early = _direction(G, layers=[0, 1])  # rows read before layer K
+    ws_e, F_e = edit_codes(G, inv, early, 3.0)
+    assert ((ws_e - inv.ws).abs().amax(dim=(0, 2)) > 0).tolist() == [i in (0, 1) for i in range(G.num_ws)]
+    assert (F_e - inv.features).abs().amax() > 1e-3
+    assert (edit(G, inv, early, 3.0) - rec).abs().amax() > 1e-2
+
+
+def test_sefa_direction_edit_changes_the_image(G):
+    inv = _inversion(G)
+    (d,) = invkit.plugins.editors().get("sefa").obj().fit(generator=G, layers=[0, 1, 2, 3], top=1)
+    rec = G.synthesize_from(K, inv.features, inv.ws)
+    diff = [float((edit(G, inv, d, a) - rec).abs().mean()) for a in (1.0, 3.0)]
+    assert 0 < diff[0] < diff[1]
+
+
+def test_mix_swaps_feature_codes_and_styles(G):
+    a, b = _inversion(G, seed=0), _inversion(G, seed=1)
+    ab, ba = mix(G, a, b)
+    assert torch.equal(ab, G.synthesize_from(K, a.features, b.ws))
+    assert torch.equal(ba, G.synthesize_from(K, b.features, a.ws))
+    aa, _ = mix(G, a, a)
+    assert torch.equal(aa, G.synthesize_from(K, a.features, a.ws))
+    for img in (G.synthesize_from(K, a.features, a.ws), G.synthesize_from(K, b.features, b.ws)):
+        assert (ab - img).abs().amax() > 1e-2
+    assert torch.equal(invkit.mix(G, a, b)[0], ab)  # the lazily exported public name
+
+
+def test_refuses_directions_and_codes_of_another_generator(G):
+    other = tiny_stylegan2(resolution=32, w_dim=32, max_channels=32, seed=1)
+    inv = _inversion(G)
+    with pytest.raises(ValueError, match="made for generator"):
+        edit(G, inv, _direction(other), 1.0)
+    with pytest.raises(ValueError, match="inversion was made for generator"):
+        edit(other, inv, _direction(other), 1.0)
+    with pytest.raises(ValueError, match="inversion was made for generator"):
+        mix(other, inv, inv)
+
+
+def test_refuses_incompatible_spaces(G):
+    inv = _inversion(G)
+    fp = G.fingerprint()
+    one_row = Direction(torch.randn(1, G.w_dim), "w+", "w1x", "manual", fp)  # 1×w_dim saved as W+
+    with pytest.raises(ValueError, match=f"W\\+ direction 'w1x' has 1 rows, generator has {G.num_ws} ws"):
+        edit(G, inv, one_row, 1.0)
+    wplus_big = Direction(torch.randn(18, G.w_dim), "w+", "ffhq", "manual", fp)
+    with pytest.raises(ValueError, match="has 18 rows"):
+        edit(G, inv, wplus_big, 1.0)
+    z_dir = Direction(torch.randn(G.z_dim), "z", "zdir", "manual", fp)
+    with pytest.raises(ValueError, match="lives in Z"):
+        edit(G, inv, z_dir, 1.0)
+    wide = Direction(torch.randn(512), "w", "wide", "manual", fp)
+    with pytest.raises(ValueError, match="size 512"):
+        edit(G, inv, wide, 1.0)
+    other_k = Inversion(G.mapping(torch.randn(2, G.z_dim)), G.features_at(5, G.mapping(torch.randn(2, G.z_dim))), 5, fp)
+    with pytest.raises(ValueError, match="layer 3 and layer 5"):
+        mix(G, inv, other_k)
+
+
+def test_direction_file_round_trip_keeps_the_guard(G, tmp_path):
+    (d,) = invkit.plugins.editors().get("sefa").obj().fit(generator=G, layers=[0, 1], top=1)
+    path = d.save(tmp_path / "d.safetensors")
+    loaded = Direction.load(path)
+    assert loaded.layers == [0, 1] and loaded.editor == "sefa" and loaded.stats["eigenvalue"] == d.stats["eigenvalue"]
+    inv = _inversion(G)
+    assert torch.equal(edit(G, inv, loaded, 1.0), edit(G, inv, d, 1.0))
+    other = tiny_stylegan2(resolution=32, w_dim=32, max_channels=32, seed=2)
+    with pytest.raises(ValueError, match="directions only transfer between identical generators"):
+        loaded.check(other)
