@@ -209,6 +209,17 @@ def block_names(resolution: int) -> list[str]:
     return names
 
 
+def layer_table(resolution: int, channels: Sequence[int]) -> list[LayerInfo]:
+    """The activations ``features_at`` can return: index 0 = ``b4.const`` ``[C_4, 4, 4]``
+    (no w), index k >= 1 = the k-th conv layer's output, which reads ``ws[:, k - 1]``."""
+    layers = [LayerInfo(0, "b4.const", (int(channels[0]), 4, 4), None)]
+    for j, name in enumerate(block_names(resolution)):
+        r = int(name[1:name.index(".")])
+        c = int(channels[int(round(math.log2(r))) - 2])
+        layers.append(LayerInfo(j + 1, name, (c, r, r), j))
+    return layers
+
+
 class StyleGAN2Generator(Generator):
     """StyleGAN2 generator (skip architecture, unconditional).
 
@@ -271,11 +282,7 @@ class StyleGAN2Generator(Generator):
         self.register_buffer("blur", _blur_kernel(), persistent=False)
         self.num_ws = len(convs) + 1
 
-        names = block_names(resolution)
-        self.layers = [LayerInfo(0, "b4.const", (self.channels[0], 4, 4), None)]
-        for j, conv in enumerate(convs):
-            shape = (conv.weight.shape[0], conv.resolution, conv.resolution)
-            self.layers.append(LayerInfo(j + 1, names[j], shape, j))
+        self.layers = layer_table(resolution, self.channels)
 
     # ---- mapping ---------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0,
