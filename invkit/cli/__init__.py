@@ -29,8 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if mod.name.startswith("_"):
             continue
-        importlib.import_module(f"{__name__}.{mod.name}").register(sub)
+        try:
+            importlib.import_module(f"{__name__}.{mod.name}").register(sub)
+        except ImportError as exc:
+            # A command whose optional dependency is missing must not take the others down;
+            # it stays listed and says what is missing when used.
+            _unavailable(sub, mod.name, exc)
     return parser
+
+
+def _unavailable(sub, name: str, exc: ImportError) -> None:
+    reason = f"`invkit {name}` is unavailable: {exc}"
+
+    def fail(args) -> int:
+        console.print(f"[red]error:[/red] {reason}", highlight=False)
+        return 1
+
+    p = sub.add_parser(name, help=f"(unavailable: {exc})", add_help=True)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=fail)
 
 
 def main(argv: list[str] | None = None) -> int:
