@@ -93,6 +93,8 @@ class ArcFace(IResNet):
             raise ValueError(f"{source}: fc input {fc_in} is not {widths[3]} x side^2")
         net = cls(depths, widths, stem, emb, side * 16)
         missing, unexpected = net.load_state_dict(state, strict=False)
+        # BatchNorm's step counters are unused in eval mode; files from old torch versions lack them.
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
             raise ValueError(f"{source}: state dict does not match the insightface layout "
                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")

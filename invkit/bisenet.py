@@ -229,6 +229,8 @@ class BiSeNet(nn.Module):
             raise ValueError(f"{source}: not a face-parsing BiSeNet state dict (no conv_out.conv_out.weight)") from None
         net = cls(n_classes, input_size)
         missing, unexpected = net.load_state_dict(state, strict=False)
+        # BatchNorm's step counters are unused in eval mode; files from old torch versions lack them.
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
             raise ValueError(f"{source}: state dict does not match the BiSeNet layout "
                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")

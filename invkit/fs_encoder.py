@@ -241,6 +241,7 @@ def load_encoder(
     device: str | torch.device = "cpu",
     check_fingerprint: bool = True,
     w_avg: torch.Tensor | None = None,
+    input_size: int = OFFICIAL_INPUT_SIZE,
 ) -> FeatureStyleEncoder:
     """Load a Feature-Style encoder (eval mode).
 
@@ -248,7 +249,8 @@ def load_encoder(
     optional and, when given, must have the recorded fingerprint unless ``check_fingerprint`` is
     False) and the official release (``143_enc.pth``: a plain ``torch.save`` state dict, read with
     ``weights_only=True``; ``generator`` is required because the file holds neither ``w_avg``
-    nor K, and ``k`` defaults to the official 5).
+    nor K, and ``k`` defaults to the official 5; ``input_size`` is the official 256 unless the
+    file was trained otherwise). ``w_avg`` replaces the average latent added to the heads.
     """
     path = _resolve(path)
     ckpt = CheckpointFile(path)
@@ -279,7 +281,7 @@ def load_encoder(
             raise CheckpointError(f"{path}: expected a plain encoder state dict")
         if obj and all(key.startswith("module.") for key in obj):
             obj = {key[len("module."):]: v for key, v in obj.items()}
-        enc = from_official_state_dict(obj, generator, OFFICIAL_K if k is None else k, w_avg=w_avg, source=str(path))
+        enc = from_official_state_dict(obj, generator, OFFICIAL_K if k is None else k, input_size, w_avg, str(path))
     return enc.to(device).eval()
 
 
@@ -297,7 +299,8 @@ def _resolve(source: str | os.PathLike) -> Path:
 def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], source: str,
                 allowed_missing: set[str] = frozenset()) -> None:
     own = module.state_dict()
-    missing = sorted(set(own) - set(state) - set(allowed_missing))
+    # BatchNorm step counters are unused in eval mode and absent from files of old torch versions.
+    missing = sorted(k for k in set(own) - set(state) - set(allowed_missing) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     wrong = [f"{key} {list(state[key].shape)} != {list(own[key].shape)}"
              for key in own if key in state and state[key].shape != own[key].shape]

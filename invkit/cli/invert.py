@@ -1,0 +1,111 @@
+"""``invkit invert``: encode a folder of images with a Feature-Style encoder.
+
+Writes, under ``--out``:
+
+* ``rec_w/<name>.png``  the reconstruction ``G(w)`` from the latent code alone;
+* ``rec_wf/<name>.png`` the Feature-Style reconstruction ``G(w, F)``;
+* ``codes.safetensors`` the ``(w, F)`` codes of every inverted image as an
+  :class:`~invkit.inversion.Inversion` (names = source file names).
+
+Images are read at the generator's resolution (Lanczos) in batches of ``--batch``. An unreadable
+image is reported by name and skipped; the others are still inverted and written, and the exit
+code is then 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..images import ImageError, list_images, load_image, save_image
+from ..inversion import Inversion
+from ..loading import load_generator
+
+CODES_FILE = "codes.safetensors"
+REC_W_DIR = "rec_w"
+REC_WF_DIR = "rec_wf"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("invert", help="invert a folder of images with a Feature-Style encoder")
+    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name or URL")
+    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth)")
+    p.add_argument("--images", "-i", required=True, help="folder of input images")
+    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4)")
+    p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
+    p.add_argument("--k", type=int, default=None,
+                   help="layer K of an official encoder file (default 5); invkit files record it")
+    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+    p.set_defaults(func=run)
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """File stems, or the full name with dots replaced where two inputs share a stem."""
+    stems = [p.stem for p in paths]
+    return [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in paths]
+
+
+def run(args) -> int:
+    from ..fs_encoder import load_encoder
+
+    console = Console(stderr=True)
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    files = list_images(args.images)
+    if not files:
+        raise ValueError(f"{args.images}: no images (looked for .png, .jpg, .jpeg, .bmp, .webp, .tif)")
+    out = Path(args.out)
+    codes_path = out / CODES_FILE
+    if not args.overwrite and (codes_path.exists() or any((out / d).is_dir() and any((out / d).iterdir())
+                                                          for d in (REC_W_DIR, REC_WF_DIR))):
+        raise ValueError(f"{out}: holds results of an earlier run; pass --overwrite to replace them")
+
+    G = load_generator(args.generator, adapter=args.adapter, device=args.device)
+    E = load_encoder(args.encoder, G, k=args.k, device=args.device)
+    names = output_names(files)
+    done: list[Inversion] = []
+    skipped: list[tuple[Path, str]] = []
+
+    progress = Progress(TextColumn("[bold]inverting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
+    with progress:
+        task = progress.add_task("invert", total=len(files))
+        for start in range(0, len(files), args.batch):
+            batch, batch_names = [], []
+            for path, name in zip(files[start:start + args.batch], names[start:start + args.batch]):
+                try:
+                    batch.append(load_image(path, size=G.resolution))
+                    batch_names.append(name)
+                except ImageError as exc:
+                    skipped.append((path, str(exc)))
+                    progress.console.print(f"[yellow]skipped[/yellow] {exc}", highlight=False)
+                progress.advance(task)
+            if not batch:
+                continue
+            images = torch.stack(batch).to(args.device)
+            inv = E.invert(images, batch_names)
+            with torch.no_grad():
+                rec_w = G.synthesize(inv.ws, noise_mode=args.noise_mode)
+                rec_wf = G.synthesize_from(inv.k, inv.features, inv.ws, noise_mode=args.noise_mode)
+            for i, name in enumerate(batch_names):
+                save_image(rec_w[i], out / REC_W_DIR / f"{name}.png")
+                save_image(rec_wf[i], out / REC_WF_DIR / f"{name}.png")
+            done.append(inv.to("cpu"))
+
+    if done:
+        codes = Inversion.cat(done)
+        codes.meta.update({"encoder": str(args.encoder), "generator": str(args.generator),
+                           "images": str(args.images), "noise_mode": args.noise_mode})
+        codes.save(codes_path)
+        console.print(f"{len(codes)} images inverted -> [bold]{out}[/bold] ({REC_W_DIR}/, {REC_WF_DIR}/, {CODES_FILE})")
+    if skipped:
+        console.print(f"[red]{len(skipped)} image(s) skipped:[/red] " + ", ".join(p.name for p, _ in skipped),
+                      highlight=False)
+        return 1
+    return 0
