@@ -25,37 +25,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import atomic
+from .losses import LossWeights
 
 RECIPE_FORMAT = 1
 
 
 @dataclass
-class LossWeights:
-    """Weights of the training objective (paper Eq. 5; Eq. 8 adds identity and parsing).
-
-    Every term is computed on both reconstructions unless said otherwise; a weight of 0 switches
-    the term off (and its auxiliary network is then never built).
+class LossNetworks:
+    """The auxiliary networks of the objective (frozen during training).
 
     Attributes:
-        mse: pixel MSE between the input and G(w) on *synthetic* images (whose exact W+ code
-            G can reach), as in the paper.
-        mse_wf: pixel MSE between the input and G(w, F), on all images.
-        lpips: multi-scale LPIPS (scales 1, 1/2, 1/4) on G(w) and G(w, F) (lambda_1 = 0.2
-            in the paper's notation is the feature weight below; LPIPS has weight 1).
-        lpips_w: extra factor on the G(w) LPIPS term relative to the G(w, F) one.
-        feature: lambda_1, ``||F - G_K(w)||^2`` with the target detached (keeps F close to G's own
-            layer-K activation so that edits of w still act on the image).
-        identity: multi-layer ArcFace identity loss (faces only; Eq. 8).
-        parsing: multi-layer face-parsing loss (faces only; Eq. 8).
+        lpips_net: LPIPS trunk, ``"alex"`` (the paper) or ``"vgg"``.
+        lpips_trunk: ``"imagenet"`` (torchvision's weights through the model zoo), a path to a
+            torchvision state dict, or ``"random"`` (tests only: a randomly initialised trunk).
+        lpips_scales: levels of the multi-scale LPIPS pyramid (3: scales 1, 1/2, 1/4).
+        arcface: zoo name or path of the ArcFace weights (used when ``loss.identity > 0``).
+        parser: zoo name or path of the BiSeNet face parser (used when ``loss.parsing > 0``).
     """
 
-    mse: float = 1.0
-    mse_wf: float = 1.0
-    lpips: float = 1.0
-    lpips_w: float = 1.0
-    feature: float = 0.2
-    identity: float = 0.0
-    parsing: float = 0.0
+    lpips_net: Literal["alex", "vgg"] = "alex"
+    lpips_trunk: str = "imagenet"
+    lpips_scales: int = 3
+    arcface: str = "arcface-r50"
+    parser: str = "bisenet-face-parsing"
 
 
 @dataclass
@@ -173,7 +165,10 @@ class Recipe:
         generator: zoo name, URL or path of the generator it trains for.
         k: the generator layer the feature code F replaces.
         description: one line for listings.
-        loss: the objective's weights.
+        loss: the objective's weights (:class:`invkit.losses.LossWeights`: ``mse``,
+            ``lpips`` = lambda1, ``feature`` = lambda2, ``identity`` = lambda3, ``parsing`` =
+            lambda4; identity and parsing are 0 outside faces, which is the paper's Eq. 5).
+        loss_networks: the auxiliary networks of the objective.
         preprocess: image-file preprocessing.
         schedule: optimisation schedule.
         encoder: encoder architecture.
@@ -193,7 +188,8 @@ class Recipe:
     generator: str
     k: int
     description: str = ""
-    loss: LossWeights = field(default_factory=LossWeights)
+    loss: LossWeights = field(default_factory=lambda: LossWeights(identity=0.0, parsing=0.0))
+    loss_networks: LossNetworks = field(default_factory=LossNetworks)
     preprocess: Preprocess = field(default_factory=Preprocess)
     schedule: Schedule = field(default_factory=Schedule)
     encoder: EncoderSpec = field(default_factory=EncoderSpec)
@@ -228,6 +224,7 @@ class Recipe:
             (self.num_samples >= 0 and self.num_workers >= 0, "num_samples, num_workers must be >= 0"),
             (-1 <= p.pad_value <= 1, "preprocess.pad_value must be in [-1, 1]"),
             (all(v >= 0 for v in dataclasses.astuple(self.loss)), "loss weights must be >= 0"),
+            (self.loss_networks.lpips_scales >= 1, "loss_networks.lpips_scales must be >= 1"),
             (self.encoder.input_size >= 16 and self.encoder.input_size % 8 == 0,
              "encoder.input_size must be a multiple of 8, >= 16"),
             (min(self.encoder.depths) >= 1 and min(self.encoder.widths) >= 1 and self.encoder.stem_width >= 1,

@@ -70,8 +70,10 @@ CHECKPOINT_KIND = "training-checkpoint"
 CHECKPOINT_DIR = "checkpoints"
 _CKPT_RE = re.compile(r"^step-(\d+)\.safetensors$")
 #: Recipe settings that may change when a run is resumed (they do not affect the trajectory).
+#: ``generator`` may name the same weights differently (a zoo name, then a path): the
+#: generator's fingerprint, saved in the checkpoint, is what is checked.
 RESUMABLE_CHANGES = frozenset({
-    "description", "checkpoint_every", "sample_every", "log_every", "keep_last", "num_samples",
+    "description", "generator", "checkpoint_every", "sample_every", "log_every", "keep_last", "num_samples",
     "num_workers",
 })
 
@@ -550,10 +552,23 @@ def default_encoder(generator: Generator, recipe: Recipe) -> nn.Module:
 
 
 def default_loss(generator: Generator, recipe: Recipe) -> nn.Module:
-    """The paper's objective with ``recipe.loss`` as weights."""
+    """The paper's objective with ``recipe.loss`` as weights and ``recipe.loss_networks`` as its
+    auxiliary networks (ArcFace and the face parser only when their weight is non-zero)."""
     from .losses import FeatureStyleLoss
+    from .lpips import LPIPS
 
-    return FeatureStyleLoss(recipe.loss)
+    nets = recipe.loss_networks
+    arcface = parser = None
+    if recipe.loss.identity > 0:
+        from .arcface import ArcFace
+
+        arcface = ArcFace.from_file(nets.arcface) if Path(nets.arcface).is_file() else ArcFace.from_zoo(nets.arcface)
+    if recipe.loss.parsing > 0:
+        from .bisenet import BiSeNet
+
+        parser = BiSeNet.from_file(nets.parser) if Path(nets.parser).is_file() else BiSeNet.from_zoo(nets.parser)
+    return FeatureStyleLoss(LPIPS(nets.lpips_net, trunk=nets.lpips_trunk), recipe.loss, arcface=arcface,
+                            parser=parser, lpips_scales=nets.lpips_scales)
 
 
 class Trainer:

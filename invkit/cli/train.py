@@ -1,0 +1,59 @@
+"""``invkit train``: train a Feature-Style encoder from a recipe, or resume a run.
+
+    invkit train faces --data ffhq/ --out runs/faces
+    invkit train cars --data cars/ --generator car.pkl --set schedule.lr=5e-5 --set keep_last=5
+    torchrun --nproc_per_node 4 -m invkit train faces --data ffhq/ --out runs/faces
+
+Pointing ``--out`` at an existing run resumes it where its last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+
+from ..recipe import Recipe, get_recipe
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a Feature-Style encoder from a recipe (resumes an existing run)")
+    p.add_argument("recipe", help="a registered recipe (see `invkit recipes`) or a recipe .json file")
+    p.add_argument("--data", "-d", help="folder of real training images (searched recursively)")
+    p.add_argument("--generator", "-g", help="generator checkpoint, zoo name or URL (default: the recipe's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe setting, e.g. schedule.lr=5e-5 or loss.lpips=0.5 (repeatable)")
+    p.add_argument("--out", "-o", help="run folder (default: runs/RECIPE-NAME); an existing run is resumed")
+    p.add_argument("--device", help="default: cuda:LOCAL_RANK when CUDA is available, else cpu")
+    p.add_argument("--max-steps", type=int, help="stop (with a checkpoint) after this step; run again to continue")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import os
+
+    console = Console(stderr=True)
+    rank = int(os.environ.get("RANK", "0"))
+    recipe: Recipe = get_recipe(args.recipe).with_overrides(args.overrides)
+    if args.generator:
+        recipe = recipe.with_overrides([f"generator={args.generator}"])
+    if recipe.schedule.batch_real > 0 and not args.data:
+        raise ValueError(f"recipe {recipe.name!r} trains on real images: pass --data DIR "
+                         f"(or --set schedule.batch_real=0 for synthetic images only)")
+    out = args.out or f"runs/{recipe.name}"
+
+    def report(msg: str) -> None:
+        if rank == 0:
+            console.print(f"[yellow]{msg}[/yellow]", highlight=False)
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from ..training import train
+
+    result = train(recipe, args.data, generator=recipe.generator, out_dir=out, device=args.device,
+                   progress=not args.no_progress, max_steps=args.max_steps, report=report)
+    if rank == 0:
+        total = recipe.schedule.total_steps
+        state = "stopped" if result.interrupted or result.step < total else "finished"
+        console.print(f"{state} at step {result.step}/{total}; run folder [bold]{result.run_dir}[/bold]")
+    return 130 if result.interrupted else 0
