@@ -349,15 +349,14 @@ def load_checkpoint(checkpoint: CheckpointFile) -> StyleGAN2Generator:
         from .nvlabs import read_network
 
         net = read_network(checkpoint)
-        class_name = getattr(net, "class_name", "Generator")
-        module_name = getattr(net, "module_name", "") or ""
-        if class_name != "Generator" or "stylegan3" in module_name.rsplit(".", 1)[-1]:
+        family = getattr(net, "family", "stylegan2")
+        if net.class_name != "Generator" or family != "stylegan2":
             raise StyleGAN2FormatError(
-                f"{source}: holds {module_name}.{class_name}, not a StyleGAN2 generator"
+                f"{source}: holds {net.module_name}.{net.class_name} ({family}), not a StyleGAN2 generator"
             )
         return from_nvlabs(net.state_dict, net.init_kwargs, source)
     if checkpoint.format not in ("torch-zip", "torch-legacy"):
-        raise StyleGAN2FormatError(f"{source}: a {checkpoint.format} file is not a StyleGAN2 checkpoint")
+        raise StyleGAN2FormatError(f"{source}: not a StyleGAN2 checkpoint (file format: {checkpoint.format})")
     obj = checkpoint.torch_object()
     kind = classify(obj)
     if kind == "rosinality":
