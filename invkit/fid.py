@@ -15,6 +15,7 @@ final average pool -> ``[B, 2048]``. FID between two sets is
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -160,11 +161,15 @@ class FIDInceptionV3(nn.Module):
     """The FID Inception-v3 up to pool3: ``[B, 3, H, W]`` in [-1, 1] -> ``[B, 2048]``.
 
     Build it with :func:`load_fid_inception` to get the real weights; a bare instance has random
-    weights (useful only for tests of the plumbing).
+    weights (useful only for tests of the plumbing). ``input_size`` is the side images are
+    resized to: 299 for FID; smaller values (>= 75) only to keep tests cheap.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, input_size: int = 299) -> None:
         super().__init__()
+        if input_size < 75:
+            raise ValueError(f"Inception-v3 needs inputs of at least 75 px, got {input_size}")
+        self.input_size = int(input_size)
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
@@ -185,7 +190,7 @@ class FIDInceptionV3(nn.Module):
         self.fc = nn.Linear(2048, 1008)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(images.float(), size=(299, 299), mode="bilinear", align_corners=False)
+        x = F.interpolate(images.float(), size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
@@ -247,18 +252,24 @@ class FeatureStatistics:
     unbiased estimate (divides by ``n - 1``), as ``numpy.cov`` and pytorch-fid compute it.
     """
 
-    def __init__(self, dim: int = FEATURE_DIM) -> None:
+    def __init__(self, dim: int | None = None) -> None:
         self.dim = dim
         self.n = 0
-        self._sum = np.zeros(dim, dtype=np.float64)
-        self._outer = np.zeros((dim, dim), dtype=np.float64)
+        self._sum = np.zeros(0)
+        self._outer = np.zeros((0, 0))
         self._shift: np.ndarray | None = None
 
     def update(self, features: torch.Tensor | np.ndarray) -> None:
+        """Add ``[B, D]`` features (D fixed by the first call when not given)."""
         f = torch.as_tensor(features).detach().cpu().double().numpy()
-        if f.ndim != 2 or f.shape[1] != self.dim:
-            raise ValueError(f"features must be [B, {self.dim}], got {list(f.shape)}")
+        if f.ndim != 2 or (self.dim is not None and f.shape[1] != self.dim):
+            raise ValueError(f"features must be [B, {self.dim or 'D'}], got {list(f.shape)}")
+        if len(f) == 0:
+            return
         if self._shift is None:
+            self.dim = f.shape[1]
+            self._sum = np.zeros(self.dim, dtype=np.float64)
+            self._outer = np.zeros((self.dim, self.dim), dtype=np.float64)
             # Centring on the first vector keeps the sum of outer products well conditioned.
             self._shift = f[0].copy()
         c = f - self._shift
@@ -292,8 +303,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError(f"mismatched statistics: means {mu1.shape}/{mu2.shape}, covariances {s1.shape}/{s2.shape}")
-    root = scipy.linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(root).all():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(root).all() or any(issubclass(w.category, scipy.linalg.LinAlgWarning) for w in caught):
         offset = np.eye(s1.shape[0]) * eps
         root = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(root):
@@ -309,7 +322,8 @@ class FIDAccumulator:
 
     ``update_real(images)`` / ``update_fake(images)`` take ``[B, 3, H, W]`` in [-1, 1];
     :meth:`compute` returns the distance. Only the running statistics are kept, so memory does
-    not grow with the number of images.
+    not grow with the number of images. ``net`` defaults to the FID Inception
+    (:func:`load_fid_inception`); any module mapping images to ``[B, D]`` works.
     """
 
     def __init__(self, net: nn.Module | None = None, device: str | torch.device = "cpu",

@@ -1,0 +1,162 @@
+"""Pixel metrics against scikit-image, batch-size independence, identity metrics and IC."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from invkit import metrics
+
+# SSIM/PSNR are computed in float64 on both sides; the only differences are summation order.
+TOL = 1e-8
+
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The CPU is shared; one thread avoids oversubscription stalls (10x slower convolutions).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+def _pair(seed: int, shape=(3, 3, 40, 48)):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g, dtype=torch.float64)
+    # y correlated with x, so SSIM is far from 0 and the test covers the structure term.
+    y = (0.7 * x + 0.3 * torch.rand(shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    return x, y
+
+
+@pytest.mark.parametrize("seed,data_range", [(0, 1.0), (1, 1.0), (2, 255.0)])
+def test_ssim_psnr_match_skimage(seed, data_range):
+    x, y = _pair(seed)
+    x, y = x * data_range, y * data_range
+    ours_ssim = metrics.ssim(x, y, data_range=data_range)
+    ours_psnr = metrics.psnr(x, y, data_range=data_range)
+    for i in range(len(x)):
+        a = x[i].permute(1, 2, 0).numpy()
+        b = y[i].permute(1, 2, 0).numpy()
+        ref_ssim = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                         data_range=data_range, channel_axis=-1)
+        ref_psnr = peak_signal_noise_ratio(a, b, data_range=data_range)
+        assert abs(float(ours_ssim[i]) - ref_ssim) < TOL
+        assert abs(float(ours_psnr[i]) - ref_psnr) < TOL * 100
+        assert abs(float(metrics.mse(x, y)[i]) - float(np.mean((a - b) ** 2))) < TOL * data_range**2
+
+
+def test_ssim_single_channel_and_float32_inputs():
+    x, y = _pair(3, (2, 1, 32, 32))
+    ours = metrics.ssim(x.float(), y.float())
+    for i in range(2):
+        ref = structural_similarity(x[i, 0].float().numpy(), y[i, 0].float().numpy(), gaussian_weights=True,
+                                    sigma=1.5, use_sample_covariance=False, data_range=1.0)
+        assert abs(float(ours[i]) - ref) < 1e-6  # the inputs were rounded to float32
+
+
+def test_ssim_identity_and_errors():
+    x, _ = _pair(4)
+    assert torch.allclose(metrics.ssim(x, x), torch.ones(3, dtype=torch.float64))
+    assert math.isinf(float(metrics.psnr(x, x)[0]))
+    with pytest.raises(ValueError, match="at least 11x11"):
+        metrics.ssim(x[..., :8, :8], x[..., :8, :8])
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.mse(x, x[:, :1])
+
+
+def test_accumulator_independent_of_batch_size():
+    g = torch.Generator().manual_seed(5)
+    real = torch.rand(23, 3, 24, 24, generator=g) * 2 - 1
+    fake = (real + 0.2 * torch.randn(23, 3, 24, 24, generator=g)).clamp(-1, 1)
+    results = []
+    for bs in (1, 4, 7, 23):
+        ev = metrics.ReconstructionMetrics(["mse", "psnr", "ssim"])
+        for i in range(0, len(real), bs):
+            ev.update(real[i:i + bs], fake[i:i + bs])
+        results.append(ev.summary())
+    # Direct per-image means on the [0, 1] scale.
+    ur, uf = (real + 1) / 2, (fake + 1) / 2
+    direct = {"mse": metrics.mse(ur, uf).mean(), "psnr": metrics.psnr(ur, uf).mean(), "ssim": metrics.ssim(ur, uf).mean()}
+    for res in results:
+        for name, value in direct.items():
+            assert res[name]["n"] == 23
+            assert abs(res[name]["mean"] - float(value)) < 1e-9
+    assert abs(results[0]["psnr"]["std"] - float(metrics.psnr(ur, uf).std())) < 1e-9
+
+
+def test_accumulator_counts_infinite_psnr_separately():
+    acc = metrics.MeanAccumulator()
+    acc.update("psnr", torch.tensor([30.0, math.inf, 40.0]))
+    s = acc.summary()["psnr"]
+    assert s["mean"] == 35.0 and s["n"] == 2 and s["n_infinite"] == 1
+    with pytest.raises(ValueError, match="NaN"):
+        acc.update("x", [float("nan")])
+
+
+def test_parse_metrics():
+    assert metrics.parse_metrics("mse, ssim,mse") == ["mse", "ssim"]
+    with pytest.raises(ValueError, match="unknown metric"):
+        metrics.parse_metrics("mse,psnrr")
+
+
+class _Embedder:
+    """A fixed random projection: a stand-in face network whose outputs we can predict."""
+
+    metric_name = "id"
+    label = "random projection"
+
+    def __init__(self, dim_in: int, seed: int = 0):
+        self.P = torch.randn(dim_in, 16, generator=torch.Generator().manual_seed(seed))
+
+    def embed(self, images):
+        return images.flatten(1) @ self.P
+
+
+def test_id_similarity_and_identity_consistency_streaming():
+    g = torch.Generator().manual_seed(6)
+    frames = torch.rand(9, 3, 8, 8, generator=g) * 2 - 1
+    emb = _Embedder(3 * 8 * 8)
+    e = emb.embed(frames)
+    direct = torch.nn.functional.cosine_similarity(e[1:].double(), e[:1].double().expand(8, -1)).mean()
+    assert abs(metrics.identity_consistency(e) - float(direct)) < 1e-12
+    ic = metrics.IdentityConsistency()
+    for chunk in (e[:2], e[2:3], e[3:9]):  # uneven chunks, as a video pipeline delivers them
+        ic.update(chunk)
+    assert ic.frames == 9
+    assert abs(ic.value() - float(direct)) < 1e-12
+    sims = metrics.id_similarity(emb, frames, frames)
+    assert torch.allclose(sims, torch.ones(9, dtype=torch.float64))
+    ev = metrics.ReconstructionMetrics(["id"], identity=emb)
+    ev.update(frames, frames.flip(0))
+    assert ev.summary()["id"]["n"] == 9
+
+
+def test_dlib_descriptor_is_labelled_and_tells_a_face_from_a_blank():
+    pytest.importorskip("dlib")
+    from skimage import data
+
+    from invkit.align import FaceAligner
+
+    photo = data.astronaut()
+    crop = FaceAligner(size=256, transform_size=512)(photo).crop
+    x = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    net = metrics.DlibFaceDescriptor()
+    assert net.metric_name == "id_dlib" and "NOT ArcFace" in net.label
+    e = net.embed(torch.cat([x, x.flip(-1), torch.zeros_like(x)]))
+    assert e.shape == (3, 128)
+    same = float(metrics.cosine(e[:1], e[1:2]))  # a mirrored face is the same person
+    blank = float(metrics.cosine(e[:1], e[2:3]))
+    # dlib descriptors are not centred, so cosines of unrelated inputs are still high (~0.85).
+    assert same > 0.97 and same > blank + 0.05
+    ev = metrics.ReconstructionMetrics(["id"], identity=net)
+    ev.update(x, x)
+    assert "id_dlib" in ev.summary() and "id" not in ev.summary()
+
+
+def test_arcface_embedder_missing_weights_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ArcFace weights not found"):
+        metrics.ArcFaceEmbedder(path=str(tmp_path / "nope.pth"))
