@@ -196,7 +196,7 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> np.generic:
 # ----------------------------------------------------------------------------------------------
 # torch: storages and tensors, validated
 
-_STORAGE_TYPES = (torch.storage.TypedStorage, torch.UntypedStorage)
+_STORAGE_TYPES = (torch.storage.TypedStorage,)
 _INNER_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
@@ -208,7 +208,7 @@ class _InnerRefusal(Exception):
         self.global_name = global_name
 
 
-def _load_storage(data: Any) -> torch.storage.TypedStorage | torch.UntypedStorage:
+def _load_storage(data: Any) -> torch.storage.TypedStorage:
     """Stand-in for ``torch.storage._load_from_bytes``, which would run ``torch.load`` with
     ``weights_only=False``: the same bytes, read with ``weights_only=True``."""
     if not isinstance(data, (bytes, bytearray)):
@@ -217,7 +217,9 @@ def _load_storage(data: Any) -> torch.storage.TypedStorage | torch.UntypedStorag
         storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         match = _INNER_GLOBAL.search(str(exc))
-        raise _InnerRefusal(match.group(1) if match else "unknown") from None
+        if match:  # torch's weights-only reader refused a global
+            raise _InnerRefusal(match.group(1)) from None
+        raise _Invalid(f"corrupt torch storage ({_first_line(exc)})") from None
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
         raise _Invalid(f"corrupt torch storage ({_first_line(exc)})") from None
     if not isinstance(storage, _STORAGE_TYPES):
@@ -245,6 +247,11 @@ def _rebuild_tensor(
         raise _Invalid("bad tensor storage offset")
     if not (_is_int_tuple(size) and _is_int_tuple(stride) and len(size) == len(stride)):
         raise _Invalid("bad tensor size/stride")
+    # torch would silently grow the storage for a view that reaches past its end
+    if all(n > 0 for n in size):
+        last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
+        if last >= storage._size():  # _size(): the element count, without a deprecation warning
+            raise _Invalid(f"tensor of size {tuple(size)} reaches past its storage of {storage._size()} elements")
     if backward_hooks and len(backward_hooks):
         raise _Invalid("tensors with backward hooks are not allowed")
     if metadata:
