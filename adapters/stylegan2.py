@@ -244,6 +244,8 @@ class StyleGAN2Generator(Generator):
     """
 
     adapter_name = ADAPTER_NAME
+    #: Where ``w_avg`` came from: "stored" in the checkpoint, or how it was computed.
+    w_avg_source: str = "stored"
 
     def __init__(self, z_dim: int, w_dim: int, resolution: int, channels: Sequence[int],
                  img_channels: int = 3, mapping_dims: Sequence[int] | None = None,

@@ -355,6 +355,14 @@ def load_checkpoint(checkpoint: CheckpointFile) -> StyleGAN2Generator:
                 f"{source}: holds {net.module_name}.{net.class_name} ({family}), not a StyleGAN2 generator"
             )
         return from_nvlabs(net.state_dict, net.init_kwargs, source)
+    meta = checkpoint.invkit_meta()
+    if meta is not None and meta.get("kind") == "generator" and meta.get("adapter") == "stylegan2":
+        from invkit import tensorfile
+
+        from .stylegan2 import from_config
+
+        tensors, meta = tensorfile.load(checkpoint.path, kind="generator")
+        return from_config(meta["config"], tensors)
     if checkpoint.format not in ("torch-zip", "torch-legacy"):
         raise StyleGAN2FormatError(f"{source}: not a StyleGAN2 checkpoint (file format: {checkpoint.format})")
     obj = checkpoint.torch_object()

@@ -228,6 +228,8 @@ def test_save_load_round_trip(G, ws, tmp_path):
     assert H.config == G.config and H.fingerprint() == G.fingerprint()
     assert torch.equal(H.synthesize(ws), G.synthesize(ws))
     assert torch.equal(H.features_at(4, ws), G.features_at(4, ws))
+    forced = invkit.load_generator(path, adapter="stylegan2")  # naming the adapter also works
+    assert forced.fingerprint() == G.fingerprint()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
