@@ -146,3 +146,95 @@ def test_direction_file_round_trip_keeps_the_guard(G, tmp_path):
     other = tiny_stylegan2(resolution=32, w_dim=32, max_channels=32, seed=2)
     with pytest.raises(ValueError, match="directions only transfer between identical generators"):
         loaded.check(other)
+
+
+# ---- the command line -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def files(G, tmp_path_factory):
+    """A saved generator, a tiny random Feature-Style encoder for it, images, and a direction."""
+    from invkit import save_generator
+    from invkit.fs_encoder import FeatureStyleEncoder, save_encoder
+    from invkit.images import save_image
+
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    E = FeatureStyleEncoder.for_generator(G, K, depths=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_width=8,
+                                          input_size=32)
+    images = root / "images"
+    with torch.no_grad():
+        for i, img in enumerate(G(torch.randn(3, G.z_dim))):
+            save_image(img, images / f"face{i}.png")
+    (d,) = invkit.plugins.editors().get("sefa").obj().fit(generator=G, layers=[0, 1, 2], top=1)
+    return {"G": save_generator(G, root / "G.safetensors"), "E": save_encoder(E, root / "E.safetensors"),
+            "images": images, "direction": d.save(root / "sefa_00.safetensors"), "root": root}
+
+
+def test_cli_edit_writes_one_strip_per_image_from_images_and_from_codes(G, files, tmp_path):
+    from invkit.cli import main
+    from invkit.fs_encoder import load_encoder
+    from invkit.images import load_image
+
+    base = ["edit", "--generator", str(files["G"]), "--direction", str(files["direction"]), "--strength", "-3:3:3"]
+    assert main([*base, "--encoder", str(files["E"]), "--images", str(files["images"]), "--out", str(tmp_path / "a")]) == 0
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["face0.png", "face1.png", "face2.png"]
+    strip = load_image(tmp_path / "a" / "face1.png")
+    assert strip.shape == (3, 32 + 4, 3 * (32 + 2) + 2)
+
+    # the middle tile (strength 0) is the encoder's reconstruction G(w, F); the others differ from it
+    E = load_encoder(files["E"], G)
+    inv = E.invert(load_image(files["images"] / "face1.png", size=32)[None], ["face1"])
+    rec = G.synthesize_from(K, inv.features, inv.ws)[0]
+    tile = lambda j: strip[:, 2:34, 2 + j * 34: 34 + j * 34]  # noqa: E731
+    assert (tile(1) - rec.clamp(-1, 1)).abs().max() <= 1 / 127.5 + 1e-6  # 8-bit rounding
+    assert (tile(0) - tile(1)).abs().max() > 0.05 and (tile(2) - tile(1)).abs().max() > 0.05
+
+    # the same strips from an `invkit invert` codes file
+    codes = E.invert(torch.stack([load_image(p, size=32) for p in sorted(files["images"].iterdir())]),
+                     ["face0.png", "face1.png", "face2.png"]).save(tmp_path / "codes.safetensors")
+    assert main([*base, "--codes", str(codes), "--out", str(tmp_path / "b")]) == 0
+    for name in ("face0.png", "face1.png", "face2.png"):
+        a, b = load_image(tmp_path / "a" / name), load_image(tmp_path / "b" / name)
+        assert (a - b).abs().max() <= 1 / 127.5 + 1e-6
+
+
+def test_cli_edit_skips_bad_images_and_refuses_other_generators(G, files, tmp_path, capsys):
+    import shutil
+
+    from invkit import save_generator
+    from invkit.cli import main
+
+    images = tmp_path / "images"
+    shutil.copytree(files["images"], images)
+    (images / "broken.png").write_bytes(b"not a png")
+    args = ["edit", "--generator", str(files["G"]), "--encoder", str(files["E"]), "--images", str(images),
+            "--direction", str(files["direction"]), "--strength", "-1,1", "--out", str(tmp_path / "out")]
+    assert main(args) == 1
+    assert "broken.png" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face0.png", "face1.png", "face2.png"]
+    assert main(args) == 1 and "--overwrite" in capsys.readouterr().err  # never replaces silently
+
+    other = save_generator(tiny_stylegan2(resolution=32, w_dim=32, max_channels=32, seed=3), tmp_path / "H.safetensors")
+    args[2] = str(other)
+    assert main([*args[:-1], str(tmp_path / "out2")]) == 1
+    assert "directions only transfer between identical generators" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_cli_mix_writes_reconstructions_and_both_mixes(G, files, tmp_path):
+    from invkit.cli import main
+    from invkit.fs_encoder import load_encoder
+    from invkit.images import load_image
+
+    a, b = files["images"] / "face0.png", files["images"] / "face2.png"
+    out = tmp_path / "mix.png"
+    assert main(["mix", str(a), str(b), "--generator", str(files["G"]), "--encoder", str(files["E"]),
+                 "--out", str(out)]) == 0
+    grid = load_image(out)
+    assert grid.shape == (3, 36, 4 * 34 + 2)
+    E = load_encoder(files["E"], G)
+    inv = E.invert(torch.stack([load_image(a, size=32), load_image(b, size=32)]))
+    ab, ba = mix(G, inv[0], inv[1])
+    tile = lambda j: grid[:, 2:34, 2 + j * 34: 34 + j * 34]  # noqa: E731
+    assert (tile(2) - ab[0].clamp(-1, 1)).abs().max() <= 1 / 127.5 + 1e-6
+    assert (tile(3) - ba[0].clamp(-1, 1)).abs().max() <= 1 / 127.5 + 1e-6
+    assert main(["mix", str(a), str(b), "--generator", str(files["G"]), "--encoder", str(files["E"]),
+                 "--out", str(out)]) == 1  # exists

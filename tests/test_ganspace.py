@@ -55,3 +55,20 @@ def test_principal_components_refuses_too_few_samples():
         principal_components(torch.zeros(1, 4), 2)
     with pytest.raises(ValueError, match="at least 2 samples"):
         GANSpaceEditor().fit(generator=tiny_stylegan2(resolution=8), samples=1)
+
+
+def test_cli_writes_layer_restricted_components(tmp_path):
+    from invkit import save_generator
+    from invkit.cli import main
+    from invkit.direction import Direction
+
+    G = tiny_stylegan2(resolution=16)
+    ckpt = save_generator(G, tmp_path / "G.safetensors")
+    out = tmp_path / "dirs"
+    assert main(["directions", "ganspace", "--generator", str(ckpt), "--components", "2", "--samples", "500",
+                 "--layers", "4-5", "--space", "w+", "--out", str(out)]) == 0
+    expected = GANSpaceEditor().fit(generator=G, components=2, samples=500, layers=[4, 5], space="w+")
+    for d in expected:
+        loaded = Direction.load(out / f"{d.name}.safetensors")
+        assert loaded.space == "w+" and loaded.layers == [4, 5]
+        torch.testing.assert_close(loaded.vector, d.vector)

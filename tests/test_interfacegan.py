@@ -157,3 +157,57 @@ def test_fit_refuses_bad_inputs():
         editor.fit(codes=ws, labels=scores[:199], generator_fingerprint="fp")
     with pytest.raises(ValueError, match="W codes"):
         editor.fit(codes=ws[:, 0], labels=scores, generator_fingerprint="fp", space="w+")
+
+
+# ---- the command line -------------------------------------------------------------------------
+def _write_codes_and_labels(tmp_path, n: int = 1500):
+    ws, planted, scores = _planted(n, seed=6)
+    names = [f"face{i:04d}.png" for i in range(n)]
+    codes = Inversion(ws, torch.zeros(n, 1, 2, 2), 2, "fp1234", names).save(tmp_path / "codes.safetensors")
+    labels = tmp_path / "labels.csv"
+    lines = ["name,smiling,age"]
+    for i, (name, s) in enumerate(zip(names, scores.tolist())):
+        stem = name[:-4] if i % 2 else name  # names match exactly or by stem
+        lines.append(f"{stem},{'' if i % 50 == 0 else s},{i}")
+    labels.write_text("\n".join(lines) + "\n")
+    return codes, labels, planted
+
+
+def test_cli_fits_a_direction_file_from_codes_and_labels(tmp_path):
+    from invkit.cli import main
+
+    codes, labels, planted = _write_codes_and_labels(tmp_path)
+    out = tmp_path / "dirs"
+    args = ["directions", "interfacegan", "--codes", str(codes), "--labels", str(labels),
+            "--attribute", "smiling", "--ratio", "0.3", "--out", str(out)]
+    assert main(args) == 0
+    d = Direction.load(out / "smiling.safetensors")
+    assert d.space == "w+" and d.generator_fingerprint == "fp1234" and d.attribute == "smiling"
+    assert _cos(d.vector, planted) >= 0.95
+    assert d.stats["val_accuracy"] >= 0.95
+    assert d.stats["n_train"] + d.stats["n_val"] == 2 * round(0.3 * (1500 - 30))  # 30 blank cells skipped
+    assert main(args) == 1  # refuses to overwrite
+    assert main([*args, "--overwrite", "--condition-on", str(out / "smiling.safetensors")]) == 1  # span
+    assert main(["directions", "interfacegan", "--codes", str(codes), "--labels", str(labels),
+                 "--attribute", "age", "--ratio", "0.3", "--out", str(out)]) == 0
+    assert main([*args, "--overwrite", "--condition-on", str(out / "age.safetensors")]) == 0
+    cond = Direction.load(out / "smiling_cond_age.safetensors")
+    age = Direction.load(out / "age.safetensors")
+    assert abs(float((cond.vector.double() * age.vector.double()).sum())) < 1e-6
+
+
+def test_cli_reports_label_file_problems(tmp_path, capsys):
+    from invkit.cli import main
+
+    codes, labels, _ = _write_codes_and_labels(tmp_path, n=40)
+    base = ["directions", "interfacegan", "--codes", str(codes), "--out", str(tmp_path / "d")]
+    assert main([*base, "--labels", str(labels), "--attribute", "glasses"]) == 1
+    assert "no column 'glasses' (attributes: smiling, age)" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,smiling\nface0000.png,maybe\n")
+    assert main([*base, "--labels", str(bad), "--attribute", "smiling"]) == 1
+    assert "bad.csv:2: label 'maybe' is not a number" in capsys.readouterr().err.replace("\n", "")
+    other = tmp_path / "other.csv"
+    other.write_text("name,smiling\nsomeone.png,1\n")
+    assert main([*base, "--labels", str(other), "--attribute", "smiling"]) == 1
+    assert "none of its names match" in capsys.readouterr().err

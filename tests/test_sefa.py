@@ -89,3 +89,23 @@ def test_wplus_output_is_the_same_edit_as_unit_tensor():
         torch.testing.assert_close(dp.vector[2] * math.sqrt(2), dw.vector)
         ws = G.mapping(torch.randn(2, G.z_dim))
         torch.testing.assert_close(dp.apply(ws, math.sqrt(2)), dw.apply(ws, 1.0))
+
+
+def test_cli_writes_direction_files_matching_the_api(tmp_path, capsys):
+    from invkit import save_generator
+    from invkit.cli import main
+    from invkit.direction import Direction
+
+    G = tiny_stylegan2(resolution=16)
+    ckpt = save_generator(G, tmp_path / "G.safetensors")
+    out = tmp_path / "dirs"
+    assert main(["directions", "sefa", "--generator", str(ckpt), "--layers", "0-3", "--top", "3",
+                 "--out", str(out)]) == 0
+    expected = SefaEditor().fit(generator=G, layers=[0, 1, 2, 3], top=3)
+    for d in expected:
+        loaded = Direction.load(out / f"{d.name}.safetensors")
+        assert torch.equal(loaded.vector, d.vector) and loaded.layers == [0, 1, 2, 3]
+        assert loaded.generator_fingerprint == G.fingerprint() and loaded.stats == d.stats
+    assert sorted(p.name for p in out.iterdir()) == ["sefa_00.safetensors", "sefa_01.safetensors", "sefa_02.safetensors"]
+    assert main(["directions", "sefa", "--generator", str(ckpt), "--layers", "40-41", "--out", str(tmp_path / "x")]) == 1
+    assert "out of range" in capsys.readouterr().err
