@@ -211,14 +211,17 @@ HELD_OUT_START = 10_000_000
 class ToyFaces(torch.utils.data.Dataset):
     """``len`` images with seeds ``first_seed .. first_seed + len - 1``.
 
-    Item ``i`` is ``(image [3, R, R] in [-1, 1], attributes [len(ATTRIBUTE_NAMES)] float32)``.
+    Item ``i`` is ``(image [3, R, R] in [-1, 1], attributes [len(ATTRIBUTE_NAMES)] float32)``, or
+    the image alone with ``with_attributes=False`` (what the encoder training engine reads).
     ``cache=True`` keeps rendered images in memory as uint8 (training revisits them often).
     """
 
-    def __init__(self, length: int, first_seed: int = 0, resolution: int = RESOLUTION, cache: bool = False):
+    def __init__(self, length: int, first_seed: int = 0, resolution: int = RESOLUTION, cache: bool = False,
+                 with_attributes: bool = True):
         if length <= 0:
             raise ValueError(f"dataset length must be positive, got {length}")
         self.length, self.first_seed, self.resolution = length, first_seed, resolution
+        self.with_attributes = with_attributes
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -227,19 +230,21 @@ class ToyFaces(torch.utils.data.Dataset):
     def attributes(self, index: int) -> FaceAttributes:
         return attributes_for_seed(self.first_seed + index)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} images")
         index %= self.length
         if self._cache is not None and index in self._cache:
             u8, a = self._cache[index]
-            return u8.float() / 127.5 - 1, a
-        attrs = self.attributes(index)
-        image = render(attrs, self.resolution)
-        a = attributes_to_tensor(attrs)
-        if self._cache is not None:
-            self._cache[index] = (torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1), a)
-        return pil_to_tensor(image), a
+            image_t = u8.float() / 127.5 - 1
+        else:
+            attrs = self.attributes(index)
+            image = render(attrs, self.resolution)
+            a = attributes_to_tensor(attrs)
+            if self._cache is not None:
+                self._cache[index] = (torch.from_numpy(np.array(image)).permute(2, 0, 1), a)
+            image_t = pil_to_tensor(image)
+        return (image_t, a) if self.with_attributes else image_t
 
 
 def held_out(length: int, resolution: int = RESOLUTION) -> ToyFaces:
