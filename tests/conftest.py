@@ -42,7 +42,13 @@ def load_reference(root: Path, family: str, part: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def pytest_configure(config):
+    # The test models are tiny: one thread is faster than two for them, and far faster when
+    # the machine is busy (thread hand-offs dominate).
+    torch.set_num_threads(int(os.environ.get("INVKIT_TEST_THREADS", "1")))
+
+
 @pytest.fixture(autouse=True)
-def _deterministic_threads():
+def _seeded():
     torch.manual_seed(0)
     yield
