@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
     p.add_argument("--k", type=int, default=None,
                    help="layer K of an official encoder file (default 5); invkit files record it")
+    p.add_argument("--input-size", type=int, default=256,
+                   help="encoder input side of an official encoder file (default 256); invkit files record it")
     p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
@@ -67,7 +69,7 @@ def run(args) -> int:
         raise ValueError(f"{out}: holds results of an earlier run; pass --overwrite to replace them")
 
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
-    E = load_encoder(args.encoder, G, k=args.k, device=args.device)
+    E = load_encoder(args.encoder, G, k=args.k, device=args.device, input_size=args.input_size)
     names = output_names(files)
     done: list[Inversion] = []
     skipped: list[tuple[Path, str]] = []
