@@ -33,6 +33,7 @@ loading, like containers, so proxies inside them are replaced too.
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import re
@@ -159,7 +160,7 @@ class _ValidatedArray(np.ndarray):
             raise _Invalid(f"bad numpy array shape {shape!r:.80}")
         if not isinstance(raw, (bytes, bytearray)):
             raise _Invalid("numpy array payload is not raw bytes")
-        if len(raw) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+        if len(raw) != math.prod(shape) * dt.itemsize:
             raise _Invalid(f"numpy array payload of {len(raw)} bytes does not fit shape {shape}, {dt}")
         super().__setstate__((version, shape, dt, bool(is_fortran), bytes(raw)))
 
@@ -181,7 +182,7 @@ def _numpy_frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarra
         raise _Invalid("numpy array payload is not raw bytes")
     if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise _Invalid(f"bad numpy array shape {shape!r:.80}")
-    if order not in ("C", "F") or len(buf) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+    if order not in ("C", "F") or len(buf) != math.prod(shape) * dt.itemsize:
         raise _Invalid(f"numpy array payload of {len(buf)} bytes does not fit shape {shape}, {dt}")
     return np.frombuffer(bytes(buf), dtype=dt).reshape(shape, order=order).copy(order=order)
 

@@ -165,6 +165,9 @@ def test_validation_of_allowed_globals():
         "short payload": ("8 bytes does not fit shape (10,)", pickle.dumps(
             Call(reconstruct, np.ndarray, (0,), b"b", state=(1, (10,), np.dtype("f4"), False, b"\0" * 8)),
             protocol=4)),
+        "overflowing shape": ("0 bytes does not fit shape (4294967296, 4294967296)", pickle.dumps(
+            Call(reconstruct, np.ndarray, (0,), b"b", state=(1, (2**32, 2**32), np.dtype("f4"), False, b"")),
+            protocol=4)),
         "codecs": ("latin-1", global_call("_codecs", "encode", "abc", "rot13")),
         "tensor past storage": ("reaches past its storage", pickle.dumps(
             Call(torch._utils._rebuild_tensor_v2, storage, 0, (100,), (1,), False, collections.OrderedDict()),
