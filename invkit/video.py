@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .align import AlignTransform, LandmarkDetector, align_face, parsing_mask, paste_back
 from .direction import Direction
@@ -303,8 +302,7 @@ class VideoPipeline:
     Args:
         G: the generator.
         encoder: any :class:`invkit.Encoder` for ``G`` (``encode(images [B, 3, R, R] in [-1, 1])
-            -> (ws, F)``, attribute ``k``); images are resized to ``encoder.input_size`` when the
-            encoder has one.
+            -> (ws, F)``, attribute ``k``); it receives crops at the generator's resolution.
         direction / strength: optional edit (paper Eq. 1 via :func:`invkit.editing.edit`);
             ``strength`` is a number or a function of time in seconds (see :func:`ramp`).
         batch_size: frames per encoder/generator batch.
@@ -404,11 +402,8 @@ class VideoPipeline:
         if faces:
             x = torch.from_numpy(np.stack([it.crop for it in faces])).permute(0, 3, 1, 2).float()
             x = (x / 127.5 - 1).to(self.device)
-            enc_in = x
-            size = getattr(self.encoder, "input_size", None)
-            if size and size != x.shape[-1]:
-                enc_in = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            ws, feats = self.encoder.encode(enc_in)
+            # Encoders resize to their own input size (the FS encoder with the official halvings).
+            ws, feats = self.encoder.encode(x)
             k = self.encoder.k
             recon = self.G.synthesize_from(k, feats, ws)
             if self.direction is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("dlib")
 skdata = pytest.importorskip("skimage.data")
@@ -20,13 +19,6 @@ CANONICAL_EYES = np.array([[0.375, 0.475], [0.625, 0.475]])
 TOL_TRANSFORMED = 0.01   # detected landmarks mapped through the crop transform (fraction of side)
 TOL_REDETECTED = 0.015   # landmarks detected again on the crop itself
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,6 @@ import torch
 from invkit import fid
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CPU is shared; one thread avoids oversubscription stalls (10x slower convolutions).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def _random_cov(rng: np.random.Generator, d: int) -> np.ndarray:
     a = rng.standard_normal((d, d))
     return a @ a.T / d + 0.1 * np.eye(d)

@@ -16,14 +16,6 @@ TOL = 1e-8
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CPU is shared; one thread avoids oversubscription stalls (10x slower convolutions).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def _pair(seed: int, shape=(3, 3, 40, 48)):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(shape, generator=g, dtype=torch.float64)

@@ -25,13 +25,6 @@ from invkit.testing import tiny_stylegan2  # noqa: E402
 FRAME = 160  # synthetic frames are FRAME x FRAME
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def detector():
