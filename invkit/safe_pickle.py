@@ -40,7 +40,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -405,15 +405,9 @@ def _resolve(obj: Any, memo: dict[int, Any]) -> Any:
     return out
 
 
-def loads(data: bytes, allowed: Mapping[GlobalName, Any], source: str = "<bytes>") -> Any:
-    """Unpickle ``data`` with only the ``allowed`` globals (see :func:`allow_list`).
-
-    Raises:
-        UnsafePickleError: a global outside the allow-list (message names it and ``source``).
-        PickleFormatError: truncated or corrupt data, or values that fail validation.
-    """
+def _read(file: BinaryIO, allowed: Mapping[GlobalName, Any], source: str) -> Any:
     try:
-        obj = RestrictedUnpickler(io.BytesIO(data), allowed, source).load()
+        obj = RestrictedUnpickler(file, allowed, source).load()
         return _resolve(obj, {})
     except UnsafePickleError:
         raise
@@ -433,12 +427,23 @@ def loads(data: bytes, allowed: Mapping[GlobalName, Any], source: str = "<bytes>
         ) from None
 
 
+def loads(data: bytes, allowed: Mapping[GlobalName, Any], source: str = "<bytes>") -> Any:
+    """Unpickle ``data`` with only the ``allowed`` globals (see :func:`allow_list`).
+
+    Raises:
+        UnsafePickleError: a global outside the allow-list (message names it and ``source``).
+        PickleFormatError: truncated or corrupt data, or values that fail validation.
+    """
+    return _read(io.BytesIO(data), allowed, source)
+
+
 def load(path: str | os.PathLike, allowed: Mapping[GlobalName, Any]) -> Any:
-    """:func:`loads` on the contents of ``path``; errors name the file."""
+    """:func:`loads` on the contents of ``path`` (streamed, not read into memory first);
+    errors name the file."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        fh = open(path, "rb", buffering=1 << 20)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return loads(data, allowed, str(path))
-
+    with fh:
+        return _read(fh, allowed, str(path))
