@@ -635,6 +635,8 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(recipe.seed * 1000 + self.ctx.rank)
         self.step = 0
         self._iter_samples: list[torch.Tensor] | None = None
+        self._sums: dict[str, torch.Tensor] = {}  # loss sums since the last log line
+        self._count = 0
 
         br = self.schedule.batch_real
         self.stream: RealImageStream | None = None
@@ -678,6 +680,11 @@ class Trainer:
             self.rng.manual_seed(self.recipe.seed * 1000 + self.ctx.rank + 7919 * state.step)
         if self.stream is not None and state.data and self.ctx.rank < len(state.data) and state.data[self.ctx.rank]:
             self.stream.load_state_dict(state.data[self.ctx.rank])
+        pending = state.meta.get("log_pending") or []
+        if self.ctx.rank < len(pending) and pending[self.ctx.rank]:
+            mine = pending[self.ctx.rank]
+            self._count = int(mine["count"])
+            self._sums = {n: torch.tensor(v, dtype=torch.float32) for n, v in mine["sums"].items()}
 
     # ---- one step ----------------------------------------------------------------------------
     def make_batch(self) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
@@ -745,6 +752,9 @@ class Trainer:
         """The current training state (every rank must call this: RNG states are gathered)."""
         rng = _all_gather(self.ctx, capture_rng(self.rng))
         data = _all_gather(self.ctx, self.stream.state_dict() if self.stream else None)
+        # the loss sums since the last log line, so the first line after a resume is the same
+        pending = _all_gather(self.ctx, {"count": self._count,
+                                         "sums": {n: float(v) for n, v in self._sums.items()}})
         return TrainingState(
             step=self.step,
             model={k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
@@ -754,7 +764,7 @@ class Trainer:
             data=data,
             recipe=self.recipe,
             meta={"generator_fingerprint": self.G.fingerprint(), "world_size": self.ctx.world_size,
-                  "encoder": _encoder_config(self.encoder)},
+                  "encoder": _encoder_config(self.encoder), "log_pending": pending},
         )
 
     def save(self) -> Path | None:
@@ -849,8 +859,6 @@ class Trainer:
         if self.resume_from is not None and self.ctx.is_main:
             self.report(f"resuming {self.run_dir} at step {self.step} ({self.resume_from.name})")
         jlog = JsonlLog(self.run_dir / "log.jsonl", self.step) if self.ctx.is_main else None
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
         last: dict[str, float] | None = None
         t0, steps0 = time.time(), self.step
         interrupted = False
@@ -859,18 +867,18 @@ class Trainer:
                 while self.step < self.stop_step:
                     losses = self.train_step()
                     for name, value in losses.items():
-                        sums[name] = sums.get(name, 0) + value.float().cpu()
-                    count += 1
+                        self._sums[name] = self._sums.get(name, 0) + value.float().cpu()
+                    self._count += 1
                     step = self.step
                     if step % r.log_every == 0 or step == self.total_steps:
                         # the mean of every term over the steps since the last line, over all ranks
-                        last = self._reduce({n: v / count for n, v in sums.items()})
+                        last = self._reduce({n: v / self._count for n, v in self._sums.items()})
                         if jlog is not None:
                             elapsed = time.time() - t0
                             jlog.write({"step": step, "epoch": (step - 1) // self.schedule.iters_per_epoch,
-                                        "lr": self.last_lr, "blend": self.last_blend, "steps": count,
+                                        "lr": self.last_lr, "blend": self.last_blend, "steps": self._count,
                                         "sec_per_step": elapsed / max(1, step - steps0), **last})
-                        sums, count = {}, 0
+                        self._sums, self._count = {}, 0
                         update(step, "  ".join(f"{n} {v:.4f}" for n, v in last.items()))
                     else:
                         update(step)
