@@ -150,3 +150,39 @@ def test_no_face_is_an_error_not_a_silent_skip(detector):
 def test_face_model_files_found_without_pkg_resources():
     path = align.face_model_path("shape_predictor_68_face_landmarks.dat")
     assert path.is_file() and path.stat().st_size > 1_000_000
+
+
+def test_align_cli_reports_every_photo(tmp_path, capsys, monkeypatch):
+    import json
+
+    from PIL import Image
+
+    from invkit.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.fromarray(skdata.astronaut()).save(src / "astronaut.jpg")
+    Image.fromarray(np.full((100, 120, 3), 200, np.uint8)).save(src / "blank.png")
+    (src / "broken.png").write_bytes(b"nope")
+    args = ["align", str(src), str(out), "--size", "64", "--transform-size", "128"]
+    assert main(args) == 1  # two photos gave no crop
+    err = " ".join(capsys.readouterr().err.split())
+    assert "blank.png" in err and "no face found" in err and "broken.png" in err
+    assert "1/3 photos aligned" in err
+    crop = np.asarray(Image.open(out / "astronaut.png"))
+    assert crop.shape == (64, 64, 3)
+    manifest = json.loads((out / "alignment.json").read_text())
+    entries = manifest["images"]
+    assert entries["blank.png"]["status"] == "no_face" and entries["broken.png"]["status"] == "error"
+    info = entries["astronaut.jpg"]
+    assert info["status"] == "ok" and info["n_faces"] >= 1
+    tf = align.AlignTransform.from_dict(info["crops"][0])
+    assert tf.size == 64 and tf.image_size == (512, 512)
+    # An existing crop is not replaced without --overwrite.
+    before = (out / "astronaut.png").read_bytes()
+    assert main(args) == 1
+    assert "exists" in " ".join(capsys.readouterr().err.split())
+    assert (out / "astronaut.png").read_bytes() == before
+    with pytest.raises(SystemExit):
+        main(["align"])

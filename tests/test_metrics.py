@@ -152,3 +152,94 @@ def test_dlib_descriptor_is_labelled_and_tells_a_face_from_a_blank():
 def test_arcface_embedder_missing_weights_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="ArcFace weights not found"):
         metrics.ArcFaceEmbedder(path=str(tmp_path / "nope.pth"))
+
+
+# ---- invkit eval / bench ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def eval_setup(tmp_path_factory):
+    from invkit.fs_encoder import FeatureStyleEncoder, save_encoder
+    from invkit.images import save_image
+    from invkit.loading import save_generator
+    from invkit.testing import tiny_stylegan2
+
+    root = tmp_path_factory.mktemp("eval")
+    G = tiny_stylegan2(resolution=32, w_dim=16, max_channels=16)
+    torch.manual_seed(0)
+    enc = FeatureStyleEncoder.for_generator(G, 3, input_size=32, depths=(1, 1, 1, 1), widths=(8, 16, 16, 32),
+                                            stem_width=8)
+    images = root / "images"
+    images.mkdir()
+    with torch.no_grad():
+        samples = G.synthesize(G.mapping(torch.randn(5, G.z_dim)))
+    for i in range(5):
+        save_image(samples[i], images / f"{i:02d}.png")
+    (images / "03_broken.png").write_bytes(b"not an image")  # sorts among the first 5
+    return {"G": G, "enc": enc.eval(), "g": save_generator(G, root / "G.safetensors"),
+            "e": save_encoder(enc, root / "enc.safetensors"), "images": images, "root": root}
+
+
+def test_eval_cli_follows_the_protocol(eval_setup, capsys, monkeypatch):
+    import json
+
+    from invkit.cli import main
+    from invkit.images import list_images, load_image
+
+    monkeypatch.setenv("COLUMNS", "300")
+    s = eval_setup
+    out = s["root"] / "report.json"
+    code = main(["eval", "-g", str(s["g"]), "-e", str(s["e"]), "--images", str(s["images"]), "--n", "5",
+                 "--metrics", "mse,psnr,ssim", "--batch", "3", "--with-w", "--out", str(out)])
+    assert code == 1  # the broken file is among the first 5: reported, the rest evaluated
+    report = json.loads(out.read_text())
+    assert report["protocol"]["resolution"] == 32 and report["n_evaluated"] == 4
+    assert "03_broken.png" in report["skipped"][0]["error"]
+    # The same numbers straight from the API.
+    files = [p for p in list_images(s["images"])[:5] if "broken" not in p.name]
+    x = torch.stack([load_image(p, 32) for p in files])
+    with torch.no_grad():
+        ws, feats = s["enc"].encode(x)
+        rec = s["G"].synthesize_from(3, feats, ws)
+    ur, uf = metrics.to_unit(x), metrics.to_unit(rec)
+    res = report["results"]["G(w,F)"]
+    assert res["ssim"]["mean"] == pytest.approx(float(metrics.ssim(ur, uf).mean()), rel=1e-6)
+    assert res["mse"]["mean"] == pytest.approx(float(metrics.mse(ur, uf).mean()), rel=1e-6)
+    assert "G(w)" in report["results"] and report["images_per_second"] > 0
+    printed = capsys.readouterr().out
+    assert "SSIM ↑" in printed and "MSE ↓" in printed and "G(w,F)" in printed
+
+
+def test_eval_cli_errors_are_clear(eval_setup, capsys, monkeypatch):
+    from invkit.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setenv("INVKIT_OFFLINE", "1")
+    monkeypatch.setenv("INVKIT_CACHE", str(eval_setup["root"] / "empty-cache"))
+    monkeypatch.delenv("INVKIT_WEIGHTS_DIR", raising=False)
+    s = eval_setup
+    base = ["eval", "-g", str(s["g"]), "-e", str(s["e"]), "--images", str(s["images"]), "--out",
+            str(s["root"] / "r.json")]
+    assert main(base + ["--n", "50"]) == 1
+    assert "holds only 6 images" in capsys.readouterr().err
+    assert main(base + ["--metrics", "fid"]) == 1
+    assert "pt_inception-2015-12-05" in " ".join(capsys.readouterr().err.split())
+    assert main(base + ["--metrics", "ssim,bogus"]) == 1
+    assert "unknown metric" in capsys.readouterr().err
+
+
+def test_bench_cli_table_with_throughput(eval_setup, capsys, monkeypatch):
+    import json
+
+    from invkit.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    s = eval_setup
+    out = s["root"] / "bench.json"
+    code = main(["bench", "-g", str(s["g"]), "-e", f"first={s['e']}", "-e", f"again={s['e']}", "--images",
+                 str(s["images"]), "--n", "3", "--metrics", "ssim,psnr,mse", "--out", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["first G(w,F)", "again G(w,F)"]
+    assert rows["first G(w,F)"]["ssim"]["mean"] == pytest.approx(rows["again G(w,F)"]["ssim"]["mean"])
+    assert rows["first G(w,F)"]["images_per_second"] > 0
+    printed = capsys.readouterr().out
+    assert "images/s" in printed and "PSNR ↑" in printed

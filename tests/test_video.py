@@ -228,3 +228,34 @@ def test_writer_is_atomic_and_errors_name_the_file(tmp_path):
         video.probe(bad)
     with pytest.raises(FileNotFoundError, match="missing.mp4"):
         next(video.read_frames(tmp_path / "missing.mp4"))
+
+
+def test_video_cli(tmp_path, photo_landmarks, capsys, monkeypatch):
+    from invkit.cli import main
+    from invkit.fs_encoder import FeatureStyleEncoder, save_encoder
+    from invkit.loading import save_generator
+
+    monkeypatch.setenv("COLUMNS", "300")
+    photo, _ = photo_landmarks
+    G = tiny_stylegan2(resolution=32, w_dim=16, max_channels=16)
+    enc = FeatureStyleEncoder.for_generator(G, 3, input_size=32, depths=(1, 1, 1, 1), widths=(8, 16, 16, 32),
+                                            stem_width=8)
+    g_path, e_path = save_generator(G, tmp_path / "G.safetensors"), save_encoder(enc, tmp_path / "E.safetensors")
+    d = torch.randn(G.w_dim, generator=torch.Generator().manual_seed(2))
+    d_path = Direction(d / d.norm(), "w", "d", "manual", G.fingerprint()).save(tmp_path / "d.safetensors")
+    src = tmp_path / "in.mp4"
+    with video.VideoWriter(src, 12) as w:
+        for frame in synthetic_frames(photo, 12):
+            w.write(frame)
+    out = tmp_path / "out.mp4"
+    code = main(["video", str(src), "-g", str(g_path), "-e", str(e_path), "-d", str(d_path), "--strength", "2",
+                 "--ramp", "0.5", "--out", str(out), "--side-by-side", str(tmp_path / "sbs.mp4"),
+                 "--id-net", "none", "--mask", "square", "--batch", "5"])
+    assert code == 0
+    assert sum(1 for _ in video.read_frames(out)) == 12
+    assert next(video.read_frames(tmp_path / "sbs.mp4")).shape == (FRAME, 2 * FRAME, 3)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["frames"] == 12 and report["strength"] == 2.0 and report["metrics"]["ssim"]["n"] >= 10
+    assert "12 frames" in " ".join(capsys.readouterr().err.split())
+    assert main(["video", str(tmp_path / "none.mp4"), "-g", str(g_path), "-e", str(e_path), "--out", str(out)]) == 1
+    assert "none.mp4: no such video file" in " ".join(capsys.readouterr().err.split())
