@@ -660,7 +660,9 @@ def from_nvlabs(state_dict: Mapping[str, torch.Tensor], init_kwargs: Mapping[str
     Raises ValueError naming the first missing, unexpected or wrongly shaped key, or a stored
     filter whose length disagrees with the schedule computed from the kwargs.
     """
-    G = StyleGAN3Generator(init_kwargs)
+    # Built on the meta device: no random initialisation of weights that are replaced anyway.
+    with torch.device("meta"):
+        G = StyleGAN3Generator(init_kwargs)
     expected = G.state_dict()
     given = dict(state_dict)
     missing = [k for k in expected if k not in given]
@@ -682,7 +684,8 @@ def from_nvlabs(state_dict: Mapping[str, torch.Tensor], init_kwargs: Mapping[str
                 f"state dict key {key!r} has shape {list(given[key].shape)}, but these init_kwargs "
                 f"give {list(ref.shape)}"
             )
-    G.load_state_dict({k: given[k].to(torch.float32) for k in expected}, strict=True)
+    tensors = {k: given[k].detach().to("cpu", torch.float32).clone().contiguous() for k in expected}
+    G.load_state_dict(tensors, strict=True, assign=True)
     return G
 
 
