@@ -315,3 +315,51 @@ def test_style_affines_reproduce_the_layer_styles():
         torch.testing.assert_close(w @ a.weight.T + a.bias, layer.affine(w))
     A, b = G.input_affine()
     assert A.shape == (4, G.w_dim) and b.shape == (4,)
+
+
+def test_gradients_flow_to_ws_and_replaced_features():
+    """The encoder is trained through synthesize_from: both inputs must receive gradients."""
+    G = _tiny(TINY_R)
+    with torch.enable_grad():
+        ws = G.mapping(torch.randn(1, G.z_dim)).detach().requires_grad_(True)
+        feat = G.features_at(3, ws).detach().requires_grad_(True)
+        G.synthesize_from(3, feat, ws).square().mean().backward()
+    assert torch.isfinite(ws.grad).all() and torch.isfinite(feat.grad).all()
+    assert ws.grad[:, 4:].abs().sum() > 0 and feat.grad.abs().sum() > 0
+    assert ws.grad[:, :4].abs().sum() == 0  # layers up to 3 were replaced, their w has no effect
+
+
+def test_checkpoint_identification_and_loading_errors(tmp_path):
+    from invkit.adapters import stylegan3
+
+    import invkit
+    from invkit.checkpoint import CheckpointError, CheckpointFile
+
+    G = _tiny(TINY)
+    ours = tmp_path / "sg3.pt"
+    torch.save({"state_dict": G.state_dict(), "init_kwargs": TINY}, ours)
+    assert stylegan3.identify_checkpoint(CheckpointFile(ours)) == "stylegan3"
+    loaded = invkit.load_generator(ours)
+    ws = G.mapping(torch.randn(1, G.z_dim))
+    torch.testing.assert_close(loaded.synthesize(ws), G.synthesize(ws), atol=0, rtol=0)
+
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {"synthesis.b4.const": torch.zeros(4, 4, 4)}, "init_kwargs": {}}, other)
+    assert stylegan3.identify_checkpoint(CheckpointFile(other)) is None
+    with pytest.raises(CheckpointError, match="other.pt: not a StyleGAN3 checkpoint"):
+        invkit.load_generator(other, adapter="stylegan3")
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(ours.read_bytes()[:2000])
+    assert stylegan3.identify_checkpoint(CheckpointFile(truncated)) is None
+    with pytest.raises(CheckpointError, match="truncated.pt"):
+        invkit.load_generator(truncated, adapter="stylegan3")
+
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"state_dict": G.state_dict(), "init_kwargs": {**TINY, "conv_kernel": 1}}, wrong)
+    with pytest.raises(CheckpointError, match=r"wrong.pt: state dict key 'synthesis.L0_36_16.weight' has shape"):
+        invkit.load_generator(wrong)
+    resized = tmp_path / "resized.pt"
+    torch.save({"state_dict": G.state_dict(), "init_kwargs": {**TINY, "channel_max": 8}}, resized)
+    with pytest.raises(CheckpointError, match=r"resized.pt: .*missing \['synthesis.L0_36_8.weight'"):
+        invkit.load_generator(resized)
