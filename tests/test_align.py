@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("dlib")
 skdata = pytest.importorskip("skimage.data")
@@ -186,3 +187,36 @@ def test_align_cli_reports_every_photo(tmp_path, capsys, monkeypatch):
     assert (out / "astronaut.png").read_bytes() == before
     with pytest.raises(SystemExit):
         main(["align"])
+
+
+def test_parsing_mask_dilates_and_softens_the_face_classes(tmp_path, monkeypatch):
+    class DiscParser(torch.nn.Module):
+        """Labels a central disc as face, like a parser would on an aligned crop."""
+
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def face_mask(self, images):
+            h, w = images.shape[-2:]
+            yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            disc = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < (0.3 * h) ** 2
+            return disc[None, None].float().expand(len(images), 1, h, w)
+
+    crop = np.zeros((100, 100, 3), np.uint8)
+    m = align.parsing_mask(crop, DiscParser(), dilate=0.05, blur=0.02)
+    assert m.shape == (100, 100) and m.dtype == np.float32
+    assert m[50, 50] > 0.99 and m[2, 2] < 0.01
+    assert m[50, 50 + 32] > 0.5  # just outside the disc (r = 30): reached by the dilation
+    assert 0.05 < m[50, 50 + 37] < 0.95  # the soft edge
+    # The real parser's layout runs too (random weights: only shape and range are checked).
+    from invkit.bisenet import BiSeNet
+
+    real = align.parsing_mask(crop[:64, :64], BiSeNet(19, input_size=64).eval())
+    assert real.shape == (64, 64) and 0 <= real.min() and real.max() <= 1
+    # Without the parser's weights there is no parsing mask (paste-back uses the square alone).
+    monkeypatch.setenv("INVKIT_OFFLINE", "1")
+    monkeypatch.setenv("INVKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("INVKIT_WEIGHTS_DIR", raising=False)
+    monkeypatch.delenv("INVKIT_ZOO_BISENET_FACE_PARSING", raising=False)
+    assert align.parsing_mask(crop) is None
