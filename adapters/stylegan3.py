@@ -346,6 +346,7 @@ class SynthesisInput(nn.Module):
         self.register_buffer("phases", phases)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        """``w [B, w_dim]`` -> features ``[B, channels, size, size]`` (values about [-1, 1])."""
         batch = w.shape[0]
         t = self.affine(w)  # [B, 4] = (r_c, r_s, t_x, t_y)
         t = t / t[:, :2].norm(dim=1, keepdim=True)  # keep only the rotation's angle
