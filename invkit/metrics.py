@@ -198,7 +198,12 @@ class ArcFaceEmbedder:
         from . import zoo
         from .arcface import ArcFace
 
-        weights = path or zoo.fetch("arcface-r50")
+        if path is None:
+            try:
+                path = str(zoo.fetch("arcface-r50"))
+            except Exception as exc:  # noqa: BLE001 - any failure to obtain the file reads the same
+                raise FileNotFoundError(f"ArcFace weights unavailable (zoo entry 'arcface-r50'): {exc}") from None
+        weights = path
         self.net = ArcFace.from_file(weights).to(device).eval()
         self.device = torch.device(device)
         self.crop = crop
@@ -286,11 +291,9 @@ def load_identity_embedder(
         return DlibFaceDescriptor()
     if which != "auto":
         raise ValueError(f"unknown identity network {which!r} (arcface, dlib, auto)")
-    from .zoo import ZooError
-
     try:
         return ArcFaceEmbedder(path, device)
-    except (ZooError, ImportError, FileNotFoundError) as exc:
+    except (ImportError, FileNotFoundError, ValueError) as exc:
         import warnings
 
         warnings.warn(f"ArcFace unavailable ({exc}); identity measured with dlib's face descriptor "

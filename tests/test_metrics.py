@@ -149,9 +149,36 @@ def test_dlib_descriptor_is_labelled_and_tells_a_face_from_a_blank():
     assert "id_dlib" in ev.summary() and "id" not in ev.summary()
 
 
-def test_arcface_embedder_missing_weights_is_clear(tmp_path):
+def test_arcface_embedder_loads_the_insightface_layout_and_crops_the_inner_face(tmp_path, monkeypatch):
+    from invkit.arcface import ArcFace
+
+    torch.manual_seed(0)
+    net = ArcFace(depths=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_width=8, embedding_dim=32).eval()
+    path = tmp_path / "backbone.pth"
+    torch.save(net.state_dict(), path)
+    emb = metrics.ArcFaceEmbedder(str(path))
+    assert emb.metric_name == "id"
+    x = torch.rand(2, 3, 256, 256) * 2 - 1
+    with torch.no_grad():
+        expected = net(x[:, :, 35:223, 32:220])
+    assert torch.allclose(emb.embed(x), expected, atol=1e-5)
+    # Changing pixels outside the inner face does not change the embedding.
+    y = x.clone()
+    y[:, :, :30] = 1.0
+    assert torch.allclose(emb.embed(y), expected, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="ArcFace weights not found"):
         metrics.ArcFaceEmbedder(path=str(tmp_path / "nope.pth"))
+    # auto: the zoo cannot supply ArcFace offline, so dlib stands in, with a warning.
+    pytest.importorskip("dlib")
+    monkeypatch.setenv("INVKIT_OFFLINE", "1")
+    monkeypatch.setenv("INVKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("INVKIT_WEIGHTS_DIR", raising=False)
+    monkeypatch.delenv("INVKIT_ZOO_ARCFACE_R50", raising=False)
+    with pytest.warns(UserWarning, match="different network"):
+        fallback = metrics.load_identity_embedder("auto")
+    assert fallback.metric_name == "id_dlib"
+    monkeypatch.setenv("INVKIT_WEIGHTS_DIR", str(tmp_path))
+    assert metrics.load_identity_embedder("auto").metric_name == "id"
 
 
 # ---- invkit eval / bench ---------------------------------------------------------------------
