@@ -25,6 +25,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_encoder": "invkit.fs_encoder",
     "FeatureStyleEncoder": "invkit.fs_encoder",
+    "save_encoder": "invkit.fs_encoder",
+    "FeatureStyleLoss": "invkit.losses",
+    "LossWeights": "invkit.losses",
     "edit": "invkit.editing",
     "mix": "invkit.editing",
 }
