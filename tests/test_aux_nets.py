@@ -19,16 +19,6 @@ from invkit.bisenet import CLASSES, BiSeNet
 from invkit.lpips import LPIPS, Trunk, heads_file, load_heads
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, thread contention makes small convs
-    tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _bn(prefix: str, c: int, out: dict) -> None:
     for name in ("weight", "bias", "running_mean", "running_var"):
         out[f"{prefix}.{name}"] = (c,)

@@ -15,17 +15,6 @@ from invkit.fs_encoder import FeatureStyleEncoder, load_encoder, save_encoder
 from invkit.inversion import Inversion
 from invkit.testing import tiny_stylegan2
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, thread contention makes small convs
-    tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SMALL = {"depths": (1, 1, 1, 1), "widths": (8, 16, 16, 32), "stem_width": 8}
 
 

@@ -19,16 +19,6 @@ SMALL = {"depths": (1, 1, 1, 1), "widths": (8, 16, 16, 32), "stem_width": 8}
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, thread contention makes small convs
-    tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
 def _wide_console(monkeypatch):
     monkeypatch.setenv("COLUMNS", "500")  # rich wraps long messages at the terminal width
 

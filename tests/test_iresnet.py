@@ -10,16 +10,6 @@ import torch.nn.functional as F
 from invkit.iresnet import IBasicBlock, IResNet, infer_stages, make_stage, make_stem
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, thread contention makes small convs
-    tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
     """Random values everywhere, including BN statistics, so that every parameter matters."""
     g = torch.Generator().manual_seed(seed)

@@ -16,17 +16,6 @@ from invkit.losses import FeatureStyleLoss, LossWeights, freeze
 from invkit.lpips import LPIPS
 from invkit.testing import tiny_stylegan2
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, thread contention makes small convs
-    tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Tiny images leave out the smallest LPIPS levels on purpose; that warning is tested once below.
 pytestmark = pytest.mark.filterwarnings("ignore:multi-scale LPIPS")
 

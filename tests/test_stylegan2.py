@@ -11,16 +11,6 @@ import invkit
 from invkit.testing import tiny_stylegan2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions on a shared 2-core machine: one thread avoids oversubscription stalls
-    (100x slower with 2 threads under load); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def G() -> StyleGAN2Generator:
     return tiny_stylegan2(resolution=32, w_dim=32, max_channels=32, seed=0)

@@ -32,15 +32,6 @@ from invkit.loading import identify
 from invkit.testing import tiny_stylegan2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def G() -> StyleGAN2Generator:
     return tiny_stylegan2(resolution=16, w_dim=16, max_channels=16, seed=3)

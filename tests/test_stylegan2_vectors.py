@@ -20,16 +20,6 @@ from invkit.adapters.stylegan2_formats import (
 
 import invkit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions on a shared 2-core machine: one thread avoids oversubscription stalls
-    (100x slower with 2 threads under load); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 ROS = "rosinality_stylegan2"
 NV = "nvlabs_stylegan2_ada"

@@ -34,12 +34,9 @@ TINY_R = {**TINY, "conv_kernel": 1, "use_radial_filters": True}
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _no_grad():
     with torch.no_grad():
         yield
-    torch.set_num_threads(old)
 
 
 def _tiny(config: dict, seed: int = 0) -> StyleGAN3Generator:

@@ -18,16 +18,6 @@ FAMILIES = ["nvlabs_stylegan3_t", "nvlabs_stylegan3_r"]
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The shared 2-core machine is oversubscribed; one thread avoids the contention collapse.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.no_grad():
-        yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module", params=FAMILIES)
 def reference(request, vectors_root):
     family = request.param
