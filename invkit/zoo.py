@@ -10,6 +10,7 @@ upper-cased, ``-`` -> ``_``) gives a path directly.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import urllib.parse
@@ -47,6 +48,10 @@ class ZooEntry:
     @property
     def file_name(self) -> str:
         return self.filename or Path(urllib.parse.urlparse(self.url).path).name
+
+    @property
+    def downloadable(self) -> bool:
+        return urllib.parse.urlparse(self.url).scheme in ("http", "https", "file")
 
 
 _NVLABS = "https://api.ngc.nvidia.com/v2/models/nvidia/research"
@@ -87,12 +92,13 @@ for _e in [
              description="torchvision VGG16 (LPIPS trunk)"),
     ZooEntry("inception-fid", "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
              kind="auxiliary", description="FID Inception-v3 (pytorch-fid port of the TF weights)"),
-    ZooEntry("arcface-r50", "https://github.com/deepinsight/insightface/ (ms1mv3_arcface_r50_fp16/backbone.pth)",
-             filename="backbone.pth", kind="auxiliary",
-             description="insightface ArcFace IResNet-50 (manual download; place it in INVKIT_WEIGHTS_DIR)"),
-    ZooEntry("bisenet-face-parsing", "https://github.com/zllrunning/face-parsing.PyTorch (79999_iter.pth)",
-             filename="79999_iter.pth", kind="auxiliary",
-             description="BiSeNet face parser, 19 classes (manual download; place it in INVKIT_WEIGHTS_DIR)"),
+    # Published on file-sharing pages without a stable direct link: download by hand.
+    ZooEntry("arcface-r50", "", filename="backbone.pth", kind="auxiliary",
+             description="insightface ArcFace IResNet-50 (ms1mv3_arcface_r50_fp16/backbone.pth from the "
+                         "insightface model zoo; manual download)"),
+    ZooEntry("bisenet-face-parsing", "", filename="79999_iter.pth", kind="auxiliary",
+             description="BiSeNet face parser, 19 classes (79999_iter.pth from zllrunning/face-parsing.PyTorch; "
+                         "manual download)"),
 ]:
     register(_e)
 
@@ -151,7 +157,7 @@ def _download(url: str, dest: Path, sha256: str) -> Path:
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
                 shutil.copyfileobj(response, out, length=1 << 20)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             raise ZooError(f"could not download {url}: {exc}") from None
         if sha256:
             got = sha256_of(tmp)
@@ -176,12 +182,12 @@ def fetch(name_or_url: str) -> Path:
         if entry.sha256 and sha256_of(dest) != entry.sha256:
             raise ZooError(f"{dest}: cached file does not match its sha256; delete it to download again")
         return dest
+    if not entry.downloadable:
+        raise ZooError(f"{entry.name}: {entry.file_name} is not in {dest.parent} and cannot be downloaded "
+                       f"automatically ({entry.description}); place it there or in INVKIT_WEIGHTS_DIR")
     if offline():
         raise ZooError(
             f"{entry.name}: not in the cache ({dest}) and INVKIT_OFFLINE is set; download "
             f"{entry.url} there or point INVKIT_WEIGHTS_DIR at a folder holding {entry.file_name}"
         )
-    if urllib.parse.urlparse(entry.url).scheme not in ("http", "https", "file"):
-        raise ZooError(f"{entry.name}: {entry.url} cannot be downloaded automatically; "
-                       f"place {entry.file_name} in INVKIT_WEIGHTS_DIR or {cache_dir()}")
     return _download(entry.url, dest, entry.sha256)

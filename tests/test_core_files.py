@@ -127,3 +127,12 @@ def test_cli_ranges():
     assert parse_float_steps("1.5") == [1.5]
     with pytest.raises(ValueError, match="bad range"):
         parse_int_ranges("3-1")
+
+
+def test_manual_zoo_entry_says_where_to_put_the_file(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("INVKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("INVKIT_WEIGHTS_DIR", raising=False)
+    with pytest.raises(zoo.ZooError, match="backbone.pth is not in .* cannot be downloaded automatically"):
+        zoo.fetch("arcface-r50")
+    (tmp_path / "backbone.pth").write_bytes(b"x")
+    assert zoo.fetch("arcface-r50") == tmp_path / "backbone.pth"
