@@ -108,6 +108,20 @@ def test_svm_on_symmetric_data_finds_the_symmetry_axis():
     assert 0.9 < n[0] * 1.5 <= 1.0 + 1e-6
 
 
+@pytest.mark.parametrize("method", ["svm", "logistic"])
+@pytest.mark.parametrize("shape", [(400, 12), (40, 150)])  # D < n (primal Newton), D > n (kernel Newton)
+def test_newton_and_lbfgs_reach_the_same_optimum(method, shape):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape) * 1.3 + 0.5
+    y = (x @ rng.standard_normal(shape[1]) + 0.5 * rng.standard_normal(shape[0]) > 0).astype(float)
+    n1, b1 = fit_linear(x, y, method, C=0.5, solver="newton")
+    n2, b2 = fit_linear(x, y, method, C=0.5, solver="lbfgs")
+    np.testing.assert_allclose(n1, n2, atol=1e-5 * np.abs(n1).max(), rtol=0)
+    assert abs(b1 - b2) < 1e-5 * max(1.0, abs(b1))
+    with pytest.raises(ValueError, match="unknown solver"):
+        fit_linear(x, y, method, solver="sgd")
+
+
 def test_conditioning_on_one_boundary_is_orthogonal_and_matches_formula():
     g = torch.Generator().manual_seed(0)
     n1, n2 = torch.randn(2, NUM_WS, W_DIM, generator=g)
