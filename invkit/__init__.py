@@ -30,6 +30,8 @@ _LAZY = {
     "LossWeights": "invkit.losses",
     "edit": "invkit.editing",
     "mix": "invkit.editing",
+    "edit_codes": "invkit.editing",
+    "edit_strip": "invkit.editing",
 }
 
 
