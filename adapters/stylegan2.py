@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invkit import resample
 from invkit.generator import Generator, LayerInfo, NoiseArg, StyleAffine
 from invkit.hookspecs import hookimpl
 
@@ -58,6 +59,10 @@ def _filter2d(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int]) -> to
     return F.conv2d(x, w, groups=c)
 
 
+#: The same filter as 1-D taps with unit DC gain, for the separable fast path.
+BLUR_1D = torch.tensor(BLUR_TAPS) / sum(BLUR_TAPS)
+
+
 def upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Zero-stuffing 2× up-sampling followed by the blur: ``[B, C, H, W] -> [B, C, 2H, 2W]``.
 
@@ -68,6 +73,17 @@ def upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     up = up.reshape(b, c, 2 * h, 2 * w)
     taps = kernel.shape[0]
     return _filter2d(up, kernel, ((taps + 1) // 2, (taps - 2) // 2))
+
+
+def upsample2x_fast(x: torch.Tensor) -> torch.Tensor:
+    """:func:`upsample2x` with the [1, 3, 3, 1] blur, computed polyphase and separably
+    (:func:`invkit.resample.upfirdn2d`): no zero-stuffed map, 2 x 4 taps instead of 16."""
+    return resample.upfirdn2d(x, BLUR_1D.to(x.device), up=2, padding=(2, 1, 2, 1), gain=4.0, impl="fast")
+
+
+def blur_fast(x: torch.Tensor) -> torch.Tensor:
+    """The 4-tap blur with padding 1 that follows the transposed conv (gain 4), separably."""
+    return resample.upfirdn2d(x, BLUR_1D.to(x.device), padding=(1, 1, 1, 1), gain=4.0, impl="fast")
 
 
 # ---- layers ----------------------------------------------------------------------------------
@@ -142,6 +158,67 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     return out.reshape(b, c_out, *out.shape[2:])
 
 
+#: How the fast path runs modulated convolutions: "auto" picks per call (see
+#: :func:`choose_modconv`), "grouped" modulates the weights (one conv group per sample),
+#: "stationary" modulates the activations and convolves with the shared weight.
+MODCONV_MODES = ("auto", "grouped", "stationary")
+
+
+def choose_modconv(batch: int, c_in: int, c_out: int, k: int, hw_in: int, hw_out: int) -> str:
+    """The cheaper modulated-conv strategy for a shape (the fast path's ``"auto"``).
+
+    Both strategies run the same convolution FLOPs for one sample; they differ in what gets
+    scaled: ``B·O·I·k²`` weight entries (grouped) or ``B·(I·HW_in + O·HW_out)`` activations
+    (stationary). For ``B > 1`` the stationary form is one ordinary convolution over the batch
+    with a shared weight, which oneDNN runs far better than ``B`` groups (measured in
+    ``benchmarks/synthesis.py``), so it wins whenever the batch is larger than one.
+    """
+    if batch > 1:
+        return "stationary"
+    return "stationary" if c_in * hw_in + c_out * hw_out < c_out * c_in * k * k else "grouped"
+
+
+def modulated_conv2d_stationary(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                                demodulate: bool = True, up: bool = False) -> torch.Tensor:
+    """:func:`modulated_conv2d` with a stationary weight: ``conv(x · s, W) · d``.
+
+    Modulating the input channels by the styles and scaling the output channels by the
+    demodulation coefficients ``d[b, o] = rsqrt(Σ_i s[b, i]² Σ_k W[o, i, k]² + 1e-8)`` gives the
+    same result as convolving with per-sample weights ``W · s · d`` (linearity), but every sample
+    shares one weight tensor, so the batch is one ordinary convolution. Same arguments, shapes
+    and result as :func:`modulated_conv2d` (up to float32 rounding).
+    """
+    b = x.shape[0]
+    c_out = weight.shape[0]
+    x = x * styles.reshape(b, -1, 1, 1).to(x.dtype)
+    if up:
+        out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+    else:
+        out = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
+    if demodulate:
+        d = torch.rsqrt(styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8)  # [B, O]
+        d = d.reshape(b, c_out, 1, 1).to(out.dtype)
+        out = out.mul_(d) if resample.inplace_ok(out, d) else out * d
+    return out
+
+
+def modulated_conv2d_fast(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                          demodulate: bool = True, up: bool = False, mode: str = "auto") -> torch.Tensor:
+    """The fast path's modulated conv: the strategy ``mode`` (see :data:`MODCONV_MODES`) on a
+    ``channels_last`` input. Same result as :func:`modulated_conv2d`."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    if mode == "auto":
+        b, c_in, h, w_ = x.shape
+        c_out, _, k, _ = weight.shape
+        hw_out = (2 * h + k - 2) * (2 * w_ + k - 2) if up else h * w_
+        mode = choose_modconv(b, c_in, c_out, k, h * w_, hw_out)
+    if mode == "stationary":
+        return modulated_conv2d_stationary(x, weight, styles, demodulate=demodulate, up=up)
+    if mode != "grouped":
+        raise ValueError(f"modconv mode must be one of {MODCONV_MODES}, got {mode!r}")
+    return modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up)
+
+
 class StyledConv(nn.Module):
     """Modulated 3×3 conv (optionally 2× up-sampling) + noise + bias + lrelu·√2 (+ clamp).
 
@@ -162,7 +239,10 @@ class StyledConv(nn.Module):
         self.up = up
         self.conv_clamp = conv_clamp
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
+                modconv: str = "auto") -> torch.Tensor:
+        if resample.get_impl() == "fast":
+            return self._forward_fast(x, w, noise, modconv)
         styles = self.affine(w)
         x = modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=True, up=self.up)
         if self.up:
@@ -174,6 +254,21 @@ class StyledConv(nn.Module):
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
         return x
+
+    def _forward_fast(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
+                      modconv: str) -> torch.Tensor:
+        """Same result as the reference forward: separable blur, and noise, bias, lrelu·√2 and
+        clamp applied in place on the conv output (no full-size temporaries)."""
+        styles = self.affine(w)
+        x = modulated_conv2d_fast(x, self.weight * self.weight_gain, styles, demodulate=True,
+                                  up=self.up, mode=modconv)
+        if self.up:
+            x = blur_fast(x)
+        if noise is not None:
+            n = noise.to(x.dtype) * self.noise_strength
+            x = x.add_(n) if resample.inplace_ok(x, n) else x + n
+        return resample.bias_act(x, self.bias, slope=0.2, gain=SQRT2, clamp=self.conv_clamp,
+                                 inplace=True, impl="fast")
 
 
 class ToRGB(nn.Module):
@@ -189,8 +284,12 @@ class ToRGB(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels)
         self.conv_clamp = conv_clamp
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, modconv: str = "auto") -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
+        if resample.get_impl() == "fast":
+            y = modulated_conv2d_fast(x, self.weight, styles, demodulate=False, mode=modconv)
+            return resample.bias_act(y, self.bias, slope=1.0, gain=1.0, clamp=self.conv_clamp,
+                                     inplace=True, impl="fast")
         y = modulated_conv2d(x, self.weight, styles, demodulate=False)
         y = y + self.bias.reshape(1, -1, 1, 1)
         if self.conv_clamp is not None:
@@ -246,6 +345,10 @@ class StyleGAN2Generator(Generator):
     adapter_name = ADAPTER_NAME
     #: Where ``w_avg`` came from: "stored" in the checkpoint, or how it was computed.
     w_avg_source: str = "stored"
+    #: Modulated-conv strategy of the fast path (``invkit.resample.set_impl("fast")``, the
+    #: default): "auto", "grouped" or "stationary" (see :func:`choose_modconv`). The reference
+    #: path always modulates the weights, one conv group per sample.
+    modconv: str = "auto"
 
     def __init__(self, z_dim: int, w_dim: int, resolution: int, channels: Sequence[int],
                  img_channels: int = 3, mapping_dims: Sequence[int] | None = None,
@@ -384,15 +487,22 @@ class StyleGAN2Generator(Generator):
         img = None
         block = 0
         for j, conv in enumerate(self.convs):
-            own = conv(x, ws[:, j], noises[j])
+            own = conv(x, ws[:, j], noises[j], self.modconv)
             x = swap(j + 1, own)
             if stop_at == j + 1:
-                return x
+                return x.contiguous()
             if j % 2 == 0:  # j even: the block's last conv: its ToRGB reads the unreplaced output
-                y = self.torgbs[block](own, ws[:, j + 1])
-                img = y if img is None else upsample2x(img, self.blur) + y
+                y = self.torgbs[block](own, ws[:, j + 1], self.modconv)
+                img = y if img is None else self._skip_up(img, y)
                 block += 1
-        return img
+        return img.contiguous()
+
+    def _skip_up(self, img: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``upsample2x(img) + y``: the RGB skip connection (in place on the fast path)."""
+        if resample.get_impl() == "fast":
+            up = upsample2x_fast(img)
+            return up.add_(y) if resample.inplace_ok(up, y) else up + y
+        return upsample2x(img, self.blur) + y
 
     def trace(self, ws: torch.Tensor, noise_mode: NoiseArg = "const") -> dict[str, torch.Tensor]:
         """Every intermediate of one forward pass, keyed by official NVlabs names:
@@ -406,13 +516,13 @@ class StyleGAN2Generator(Generator):
         out["b4.const"] = x
         img, block = None, 0
         for j, conv in enumerate(self.convs):
-            x = conv(x, ws[:, j], noises[j])
+            x = conv(x, ws[:, j], noises[j], self.modconv)
             out[names[j]] = x
             if j % 2 == 0:
-                y = self.torgbs[block](x, ws[:, j + 1])
+                y = self.torgbs[block](x, ws[:, j + 1], self.modconv)
                 r = 4 * 2 ** block
                 out[f"b{r}.torgb"] = y
-                img = y if img is None else upsample2x(img, self.blur) + y
+                img = y if img is None else self._skip_up(img, y.clone())
                 out[f"b{r}:img"] = img
                 block += 1
         return out
