@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invkit import resample
 from invkit.generator import Generator, LayerInfo, NoiseArg, StyleAffine
 from invkit.hookspecs import hookimpl
 from invkit.upfirdn import design_lowpass_filter, filtered_lrelu
@@ -425,6 +426,51 @@ def modulated_conv2d(
     return x.reshape(batch, out_channels, *x.shape[2:])
 
 
+def modulated_conv2d_stationary(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    padding: int = 0,
+    demodulate: bool = True,
+    input_gain: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`modulated_conv2d` with one shared weight: ``conv(x * s * gain, W) * d``.
+
+    By linearity, scaling the input channels by the (normalised) styles and the output channels
+    by the demodulation coefficients ``d[b, o] = rsqrt(sum_i s[b, i]^2 sum_k W[o, i, k]^2 + 1e-8)``
+    equals convolving with the per-sample weights of :func:`modulated_conv2d`, while the whole
+    batch runs as one ordinary convolution. Same arguments, shapes and result (float32 rounding).
+    """
+    batch, in_channels = styles.shape
+    out_channels = weight.shape[0]
+    if demodulate:
+        weight = weight * weight.square().mean([1, 2, 3], keepdim=True).rsqrt()
+        styles = styles * styles.square().mean().rsqrt()
+    scale = styles if input_gain is None else styles * input_gain.expand(batch, in_channels)
+    x = x * scale.reshape(batch, in_channels, 1, 1).to(x.dtype)
+    out = F.conv2d(x, weight.to(x.dtype), padding=padding)
+    if demodulate:
+        d = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [B, O]
+        d = d.reshape(batch, out_channels, 1, 1).to(out.dtype)
+        out = out.mul_(d) if resample.inplace_ok(out, d) else out * d
+    return out
+
+
+#: Modulated-conv strategies of the fast path (see :func:`choose_modconv`).
+MODCONV_MODES = ("auto", "grouped", "stationary")
+
+
+def choose_modconv(batch: int, in_channels: int, out_channels: int, kernel: int, hw_in: int, hw_out: int) -> str:
+    """The cheaper strategy for a shape: for one sample both run the same convolution and differ
+    in what gets scaled, ``O * I * k^2`` weights ("grouped") or ``I * HW_in + O * HW_out``
+    activations ("stationary"); for batches the stationary form is one ordinary convolution with
+    a shared weight instead of ``B`` conv groups, which is what oneDNN / cuDNN run best."""
+    if batch > 1:
+        return "stationary"
+    weights = out_channels * in_channels * kernel * kernel
+    return "stationary" if in_channels * hw_in + out_channels * hw_out < weights else "grouped"
+
+
 class SynthesisLayer(nn.Module):
     """One ``L{k}`` layer: modulated conv then filtered leaky ReLU (or, for ToRGB, a 1x1
     modulated conv, bias and clamp). ``x [B, in_channels, in_size, in_size]`` and
@@ -463,7 +509,9 @@ class SynthesisLayer(nn.Module):
             styles = styles * (1 / np.sqrt(self.spec.in_channels * self.spec.conv_kernel**2))
         return styles
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, modconv: str = "auto") -> torch.Tensor:
+        if resample.get_impl() == "fast":
+            return self._forward_fast(x, w, modconv)
         spec = self.spec
         x = modulated_conv2d(
             x,
@@ -485,6 +533,42 @@ class SynthesisLayer(nn.Module):
             gain=1.0 if self.is_torgb else float(np.sqrt(2)),
             slope=1.0 if self.is_torgb else 0.2,
             clamp=self.conv_clamp,
+        )
+
+    def _forward_fast(self, x: torch.Tensor, w: torch.Tensor, modconv: str) -> torch.Tensor:
+        """Same result as :meth:`forward` with the fast ops: channels_last, the cheaper
+        modulated-conv strategy, and :func:`invkit.resample.filtered_lrelu` (polyphase,
+        separable / radial, tiled: the up-sampled map never exists in full)."""
+        spec = self.spec
+        x = x.contiguous(memory_format=torch.channels_last)
+        if modconv == "auto":
+            size_in = x.shape[2] * x.shape[3]
+            size_out = (x.shape[2] + spec.conv_kernel - 1) * (x.shape[3] + spec.conv_kernel - 1)
+            modconv = choose_modconv(x.shape[0], spec.in_channels, spec.out_channels, spec.conv_kernel,
+                                     size_in, size_out)
+        if modconv not in ("grouped", "stationary"):
+            raise ValueError(f"modconv must be one of {MODCONV_MODES}, got {modconv!r}")
+        conv = modulated_conv2d_stationary if modconv == "stationary" else modulated_conv2d
+        x = conv(
+            x,
+            self.weight,
+            self.styles(w),
+            padding=spec.conv_kernel - 1,
+            demodulate=not self.is_torgb,
+            input_gain=self.magnitude_ema.rsqrt(),
+        )
+        return resample.filtered_lrelu(
+            x,
+            self.up_filter,
+            self.down_filter,
+            self.bias,
+            up=spec.up_factor,
+            down=spec.down_factor,
+            padding=spec.padding,
+            gain=1.0 if self.is_torgb else float(np.sqrt(2)),
+            slope=1.0 if self.is_torgb else 0.2,
+            clamp=self.conv_clamp,
+            impl="fast",
         )
 
 
@@ -521,6 +605,10 @@ class StyleGAN3Generator(Generator):
     """
 
     adapter_name = ADAPTER_NAME
+    #: Modulated-conv strategy of the fast path (``invkit.resample.set_impl("fast")``, the
+    #: default): "auto", "grouped" or "stationary" (see :func:`choose_modconv`). The reference
+    #: path always modulates the weights, one conv group per sample.
+    modconv: str = "auto"
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
@@ -595,12 +683,12 @@ class StyleGAN3Generator(Generator):
         x = self.synthesis.input(ws[:, 0])
         for k in range(len(self.layers)):
             if k > 0:
-                x = getattr(self.synthesis, self.layers[k].name)(x, ws[:, k])
+                x = getattr(self.synthesis, self.layers[k].name)(x, ws[:, k], self.modconv)
             if k == stop_at:
-                return x
+                return x.contiguous()
             if k == replace_at:
                 x = _blend(x, features, blend)
-        return x * self.synthesis.output_scale
+        return (x * self.synthesis.output_scale).contiguous()
 
     def style_affines(self) -> list[StyleAffine]:
         """The style affine of every ``L{k}`` layer (``s = A w + b``, ``A [C_in, w_dim]``).
