@@ -204,9 +204,10 @@ def modulated_conv2d_stationary(x: torch.Tensor, weight: torch.Tensor, styles: t
 
 def modulated_conv2d_fast(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
                           demodulate: bool = True, up: bool = False, mode: str = "auto") -> torch.Tensor:
-    """The fast path's modulated conv: the strategy ``mode`` (see :data:`MODCONV_MODES`) on a
-    ``channels_last`` input. Same result as :func:`modulated_conv2d`."""
-    x = x.contiguous(memory_format=torch.channels_last)
+    """The fast path's modulated conv: the strategy ``mode`` (see :data:`MODCONV_MODES`) in the
+    memory format that suits the map size (:func:`invkit.resample.conv_layout`). Same result as
+    :func:`modulated_conv2d`."""
+    x = resample.conv_layout(x)
     if mode == "auto":
         b, c_in, h, w_ = x.shape
         c_out, _, k, _ = weight.shape

@@ -540,7 +540,7 @@ class SynthesisLayer(nn.Module):
         modulated-conv strategy, and :func:`invkit.resample.filtered_lrelu` (polyphase,
         separable / radial, tiled: the up-sampled map never exists in full)."""
         spec = self.spec
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = resample.conv_layout(x)
         if modconv == "auto":
             size_in = x.shape[2] * x.shape[3]
             size_out = (x.shape[2] + spec.conv_kernel - 1) * (x.shape[3] + spec.conv_kernel - 1)

@@ -12,8 +12,8 @@ default) and with the reference ops (``invkit.upfirdn``, the test oracle). Every
   ``ru_maxrss``), total and above the baseline measured after building the model; (CUDA):
   ``torch.cuda.max_memory_allocated``;
 * GFLOP/s: FLOPs of the path that ran, counted by ``torch.utils.flop_counter.FlopCounterMode``
-  during the warm-up (convolutions and matmuls; the reference path's zero-stuffed filtering counts
-  in full, as it is really computed), divided by the median time.
+  on a copy of the run on the meta device (convolutions and matmuls; the reference path's
+  zero-stuffed filtering counts in full, as it is really computed), divided by the median time.
 
     python benchmarks/synthesis.py                      # the full table (CPU, all threads)
     python benchmarks/synthesis.py --quick              # SG2-256 and SG3-T-256, batch 1
@@ -110,12 +110,15 @@ def measure(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    counter = FlopCounterMode(display=False)
-    with counter:
-        first = run()
-    flops = counter.get_total_flops()
+    first = run()  # warm-up: oneDNN / cuDNN pick and JIT-compile kernels per shape
     times = [first] if first > args.long else [run() for _ in range(args.repeat)]
     median = statistics.median(times)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # FLOPs of the same path on the meta device: counted, not computed, and not timed.
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        G.to("meta").synthesize(ws.to("meta"))
+    flops = counter.get_total_flops()
     out = {
         "config": args.config, "batch": args.batch, "impl": args.impl, "device": args.device,
         "threads": torch.get_num_threads(), "runs": len(times), "seconds_per_batch": median,
@@ -126,7 +129,7 @@ def measure(args: argparse.Namespace) -> dict:
         out["peak_bytes"] = torch.cuda.max_memory_allocated()
         out["memory_source"] = "torch.cuda.max_memory_allocated"
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = peak_rss
         out["peak_bytes"] = peak
         out["synthesis_bytes"] = peak - base_rss
         out["memory_source"] = "getrusage ru_maxrss (fresh process)"
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs after the warm-up (median)")
-    p.add_argument("--long", type=float, default=5.0,
+    p.add_argument("--long", type=float, default=20.0,
                    help="a warm-up longer than this many seconds is the single measurement")
     p.add_argument("--modconv", choices=["auto", "grouped", "stationary"], help="StyleGAN2/3 fast-path strategy")
     p.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 matmuls/convs")

@@ -51,6 +51,18 @@ TILE_BYTES = 6 * 2**20
 #: Channels per tile: a multiple of 16 (one AVX-512 register of float32) keeps the NHWC kernels
 #: fully vectorised.
 TILE_CHANNELS = 64
+#: Dense convolutions run in channels_last from this many pixels per map on: oneDNN's NHWC kernels
+#: win clearly on large maps with few channels (x2-4 for StyleGAN2's 1024-px transposed conv),
+#: while NCHW is faster for the small 512-channel maps of the first blocks.
+CHANNELS_LAST_MIN_PIXELS = 64 * 64
+
+
+def conv_layout(x: torch.Tensor) -> torch.Tensor:
+    """``x [B, C, H, W]`` in the memory format the fast path convolves it in (see
+    :data:`CHANNELS_LAST_MIN_PIXELS`); a no-op when it already is."""
+    if x.shape[2] * x.shape[3] >= CHANNELS_LAST_MIN_PIXELS:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous()
 
 
 # --------------------------------------------------------------------------------------------
