@@ -32,6 +32,7 @@ crops), filters applied as true convolutions unless ``flip_filter``. Outputs of 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 
@@ -404,11 +405,12 @@ def filtered_lrelu(
 
     c_step = channels if channels <= TILE_CHANNELS else TILE_CHANNELS
     # Rows of the up-sampled tile per output row, plus the down filter's halo.
-    row_bytes = batch * min(c_step, channels) * w_tmp * x.element_size()
+    # Tiles hold one image: bands stay tall (little halo) whatever the batch size.
+    row_bytes = min(c_step, channels) * w_tmp * x.element_size()
     tmp_rows = max(TILE_BYTES // max(row_bytes, 1), down + taps_d)
     o_step = max(1, (tmp_rows - taps_d) // down + 1)
-    for c0 in range(0, channels, c_step):
-        xc = x[:, c0:c0 + c_step]
+    for n, c0 in itertools.product(range(batch), range(0, channels, c_step)):
+        xc = x[n:n + 1, c0:c0 + c_step]
         # Up along W once per channel chunk is cheaper per band but holds a 1/up-size map; doing
         # it per band keeps memory bounded and costs only the input-row halo.
         for o0 in range(0, h_out, o_step):
@@ -419,7 +421,7 @@ def filtered_lrelu(
             m_lo = max(0, -((taps_u - 1 - k0) // up))
             m_hi = min(height - 1, (k1 - 1) // up)
             if m_lo > m_hi:
-                tile = x.new_zeros([batch, xc.shape[1], t1 - t0, w_tmp]).contiguous(memory_format=torch.channels_last)
+                tile = x.new_zeros([1, xc.shape[1], t1 - t0, w_tmp]).contiguous(memory_format=torch.channels_last)
             else:
                 rows = xc[:, :, m_lo:m_hi + 1]
                 tile = _fir_axis(rows, fu, up, 1, (left, right), dim=3)
@@ -441,7 +443,7 @@ def filtered_lrelu(
             else:
                 res = _fir_axis(tile, fd, 1, down, (0, 0), dim=3)
                 res = _fir_axis(res, fd, 1, down, (0, 0), dim=2)
-            out[:, c0:c0 + c_step, o0:o1].copy_(res)
+            out[n:n + 1, c0:c0 + c_step, o0:o1].copy_(res)
     return out
 
 
