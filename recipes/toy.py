@@ -91,8 +91,8 @@ def toy_recipe() -> Recipe:
         generator=str(assets_dir() / GENERATOR_FILE),
         k=TOY_K,
         description="procedural cartoon faces, 64 px StyleGAN2 shipped with invkit (the demo domain)",
-        loss=LossWeights(mse=1.0, lpips=1.0, feature=0.01, identity=0.0, parsing=0.0),
-        schedule=Schedule(batch_real=4, batch_synthetic=4, epochs=8, iters_per_epoch=500, lr=5e-4,
+        loss=LossWeights(mse=1.0, lpips=0.2, feature=0.01, identity=0.0, parsing=0.0),
+        schedule=Schedule(batch_real=4, batch_synthetic=4, epochs=3, iters_per_epoch=400, lr=5e-4,
                           lr_drop_epochs=1, lr_drop_factor=10.0, optimizer="ranger"),
         encoder=EncoderSpec(depths=(1, 1, 1, 1), widths=(32, 48, 64, 96), stem_width=16, input_size=64,
                             pool_size=3),
@@ -456,6 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--max-steps", type=int)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("overrides", nargs="*", help="recipe overrides key=value")
+    b = sub.add_parser("build-assets", help="GAN run checkpoint -> generator, encoder, directions in an assets folder")
+    b.add_argument("--gan-run", required=True, help="a toy_gan run folder (its checkpoint.safetensors)")
+    b.add_argument("--work", default="runs/toy_encoder", help="encoder training run folder")
+    b.add_argument("--assets", default=str(assets_dir()), help="where the files go (default: the package's)")
+    b.add_argument("--threads", type=int, default=1)
     d = sub.add_parser("fit-directions", help="InterFaceGAN + SeFa directions for a generator/encoder pair")
     d.add_argument("--generator", required=True)
     d.add_argument("--encoder", required=True)
@@ -464,26 +469,55 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.cmd == "build-assets":
+        build_assets(Path(args.gan_run), Path(args.work), Path(args.assets))
+        return 0
     if args.cmd == "train-encoder":
         result = train_encoder(args.out, args.generator, args.attribute_net, args.max_steps, args.overrides,
                                progress=False)
         print(f"stopped at step {result.step}; encoder in {Path(args.out) / 'encoder.safetensors'}")
         return 0
+    paths = write_directions(Path(args.generator), Path(args.encoder), Path(args.out), args.n)
+    print("\n".join(str(x) for x in paths))
+    return 0
+
+
+def write_directions(generator: Path, encoder_path: Path, out: Path, n: int = 2000) -> list[Path]:
+    """Fit the demo's directions (:func:`fit_directions`) and write them as
+    ``out/toy_direction_<name>.safetensors``."""
     from ..fs_encoder import load_encoder
     from ..loading import load_generator
 
-    G = load_generator(args.generator)
-    encoder = load_encoder(args.encoder)
-    directions = fit_directions(G, encoder, args.n)
+    G = load_generator(generator)
+    encoder = load_encoder(encoder_path, generator=G)
+    directions = fit_directions(G, encoder, n)
     glasses = next(d for d in directions if d.name == "glasses")
     glasses.stats["demo_strength"] = _toggle_strength(G, encoder, glasses)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for d in directions:
-        paths.append(d.save(out / f"{DIRECTION_PREFIX}{d.name}.safetensors"))
-    print("\n".join(str(x) for x in paths))
-    return 0
+    for old in out.glob(f"{DIRECTION_PREFIX}*.safetensors"):
+        old.unlink()  # directions of a previous generator would be refused by the new one anyway
+    return [d.save(out / f"{DIRECTION_PREFIX}{d.name}.safetensors") for d in directions]
+
+
+def build_assets(gan_run: Path, work: Path, assets: Path) -> None:
+    """The whole asset chain after GAN training: export the EMA generator, train the encoder with
+    the engine (resuming ``work`` if it holds a run for the same generator), fit the directions.
+    The attribute net in ``assets`` is used (and kept)."""
+    import shutil
+
+    from . import toy_gan
+
+    assets.mkdir(parents=True, exist_ok=True)
+    generator = toy_gan.export_checkpoint(gan_run, assets / GENERATOR_FILE)
+    print(f"generator: {generator}", flush=True)
+    result = train_encoder(work, generator, assets / ATTRIBUTE_NET_FILE, progress=False)
+    exported = Path(work) / "encoder.safetensors"
+    if result.interrupted or not exported.is_file():
+        raise RuntimeError(f"{work}: encoder training stopped at step {result.step}; run build-assets again to resume")
+    shutil.copyfile(exported, assets / ENCODER_FILE)
+    print(f"encoder: {assets / ENCODER_FILE}", flush=True)
+    for p in write_directions(generator, assets / ENCODER_FILE, assets):
+        print(f"direction: {p}", flush=True)
 
 
 @torch.no_grad()

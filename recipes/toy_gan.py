@@ -418,6 +418,17 @@ def train(cfg: ToyGANConfig, out: Path, kimg: float, snap_kimg: float = 5.0, log
     return G_ema
 
 
+def export_checkpoint(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write the EMA generator of ``run_dir/checkpoint.safetensors`` with :func:`save_generator`
+    (its ``w_avg`` measured over 10 000 z), without training or rendering anything."""
+    tensors, meta = load_tensors(Path(run_dir) / "checkpoint.safetensors", kind=CHECKPOINT_KIND)
+    cfg = ToyGANConfig(**meta["config"])
+    G = build_generator(cfg)
+    G.load_state_dict({k[len("G_ema."):]: v for k, v in tensors.items() if k.startswith("G_ema.")})
+    G.w_avg.copy_(G.compute_w_avg(n=10_000, seed=cfg.seed))
+    return save_generator(G.eval().requires_grad_(False), path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m invkit.recipes.toy_gan", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="run directory (resumes from its checkpoint)")
