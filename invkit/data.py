@@ -152,6 +152,9 @@ class ImageFolder(Dataset):
             return preprocess_image(im, self.preprocess, self.resolution)
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        if not -len(self.files) <= index < len(self.files):
+            raise IndexError(f"image index {index} out of range ({len(self.files)} images)")
+        index %= len(self.files)
         for offset in range(len(self.files)):
             i = (index + offset) % len(self.files)
             try:
