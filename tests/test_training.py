@@ -16,7 +16,7 @@ from invkit.data import ImageFolder, RealImageStream, ResumableSampler, pad_to_f
 from invkit.fs_encoder import FeatureStyleEncoder, load_encoder
 from invkit.images import load_image
 from invkit.losses import FeatureStyleLoss, LossWeights
-from invkit.recipe import EncoderSpec, Preprocess, Recipe, Schedule
+from invkit.recipe import EncoderSpec, LossNetworks, Preprocess, Recipe, Schedule
 from invkit.testing import tiny_stylegan2
 from invkit.training import (
     Lookahead,
@@ -386,3 +386,29 @@ def test_a_few_hundred_steps_teach_the_encoder_and_F_beats_w_alone(tmp_path):
     print(f"held-out MSE: G(w) {w0:.4f} -> {w1:.4f}, G(w, F) {wf0:.4f} -> {wf1:.4f}, variance {held.var():.4f}")
     assert w1 < 0.5 * w0 and wf1 < 0.5 * wf0
     assert wf1 < 0.85 * w1
+
+
+def test_cli_trains_and_resumes_a_run(G16, tmp_path, capsys):
+    from invkit import save_generator
+    from invkit.cli import main as cli_main
+
+    gen_path = save_generator(G16, tmp_path / "g.safetensors")
+    recipe = tiny_recipe(loss_networks=LossNetworks(lpips_trunk="random", lpips_scales=1))
+    recipe_path = recipe.save(tmp_path / "tiny.json")
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, img in enumerate(g_images(G16, 6, 2)):
+        Image.fromarray(((img.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(data / f"{i}.png")
+    (data / "notes.png").write_text("not an image")
+    out = tmp_path / "run"
+    args = ["train", str(recipe_path), "--data", str(data), "--generator", str(gen_path), "--out", str(out),
+            "--no-progress"]
+    assert cli_main([*args, "--max-steps", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "notes.png: skipped" in err and "stopped at step 3/8" in err
+    assert cli_main(args) == 0
+    err = capsys.readouterr().err
+    assert "resuming" in err and "finished at step 8/8" in err
+    assert (out / "encoder.safetensors").is_file()
+    assert cli_main([*args, "--set", "schedule.lr=0.5"]) == 1
+    assert "cannot resume with a different recipe" in " ".join(capsys.readouterr().err.split())

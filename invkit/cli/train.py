@@ -45,7 +45,7 @@ def run(args) -> int:
 
     def report(msg: str) -> None:
         if rank == 0:
-            console.print(f"[yellow]{msg}[/yellow]", highlight=False)
+            console.print(f"[yellow]{msg}[/yellow]", highlight=False, soft_wrap=True)
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from ..training import train
@@ -55,5 +55,5 @@ def run(args) -> int:
     if rank == 0:
         total = recipe.schedule.total_steps
         state = "stopped" if result.interrupted or result.step < total else "finished"
-        console.print(f"{state} at step {result.step}/{total}; run folder [bold]{result.run_dir}[/bold]")
+        console.print(f"{state} at step {result.step}/{total}; run folder [bold]{result.run_dir}[/bold]", soft_wrap=True)
     return 130 if result.interrupted else 0
