@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from invkit.adapters.stylegan2 import StyleGAN2Generator
 from rich.console import Console
 from rich.table import Table
 
+from invkit.adapters.stylegan2 import StyleGAN2Generator
 from invkit.losses import FeatureStyleLoss, LossWeights
 from invkit.lpips import LPIPS
 from invkit.recipe import EncoderSpec, LossNetworks, Recipe, Schedule
