@@ -32,6 +32,9 @@ _LAZY = {
     "mix": "invkit.editing",
     "edit_codes": "invkit.editing",
     "edit_strip": "invkit.editing",
+    "Recipe": "invkit.recipe",
+    "get_recipe": "invkit.recipe",
+    "train": "invkit.training",
 }
 
 
