@@ -38,11 +38,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from invkit.adapters.stylegan2 import StyleGAN2Generator
-    from invkit.editors.sefa import factorize, select_affines
-
     from invkit import plugins
+    from invkit.adapters.stylegan2 import StyleGAN2Generator
     from invkit.editing import edit
+    from invkit.editors.sefa import factorize, select_affines
     from invkit.inversion import Inversion
 
     torch.manual_seed(0)

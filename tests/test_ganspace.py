@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from invkit.editors.ganspace import GANSpaceEditor, principal_components
 
 from invkit import plugins
+from invkit.editors.ganspace import GANSpaceEditor, principal_components
 from invkit.testing import tiny_stylegan2
 
 

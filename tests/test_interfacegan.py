@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from invkit.direction import Direction
 from invkit.editors.interfacegan import (
     InterFaceGANEditor,
     condition,
@@ -14,8 +16,6 @@ from invkit.editors.interfacegan import (
     project_orthogonal,
     sample_split,
 )
-
-from invkit.direction import Direction
 from invkit.inversion import Inversion
 
 NUM_WS, W_DIM = 4, 16

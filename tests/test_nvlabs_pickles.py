@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import load_reference
-from invkit.adapters import nvlabs
 
 import invkit
+from invkit.adapters import nvlabs
 from invkit.checkpoint import CheckpointError, CheckpointFile
 from invkit.loading import identify
 from invkit.safe_pickle import PickleFormatError, UnsafePickleError

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from invkit.editors.sefa import SefaEditor, factorize, select_affines
 
 from invkit import plugins
+from invkit.editors.sefa import SefaEditor, factorize, select_affines
 from invkit.testing import tiny_stylegan2
 
 

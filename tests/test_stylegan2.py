@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from invkit.adapters.stylegan2 import StyleGAN2Generator, layer_table, upsample2x
 
 import invkit
+from invkit.adapters.stylegan2 import StyleGAN2Generator, layer_table, upsample2x
 from invkit.testing import tiny_stylegan2
 
 

@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+import invkit
 from invkit.adapters import stylegan2_formats as formats
 from invkit.adapters.stylegan2 import StyleGAN2Generator
 from invkit.adapters.stylegan2_formats import (
@@ -25,8 +27,6 @@ from invkit.adapters.stylegan2_formats import (
     to_nvlabs,
     to_rosinality,
 )
-
-import invkit
 from invkit.checkpoint import CheckpointError, CheckpointFile
 from invkit.loading import identify
 from invkit.testing import tiny_stylegan2

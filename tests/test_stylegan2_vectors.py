@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import load_reference
+
+import invkit
 from invkit.adapters.stylegan2 import StyleGAN2Generator
 from invkit.adapters.stylegan2_formats import (
     from_nvlabs,
@@ -17,8 +19,6 @@ from invkit.adapters.stylegan2_formats import (
     to_nvlabs,
     to_rosinality,
 )
-
-import invkit
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 ROS = "rosinality_stylegan2"

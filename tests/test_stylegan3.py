@@ -10,13 +10,13 @@ import pytest
 import scipy.signal
 import torch
 import torch.nn.functional as F
+
 from invkit.adapters.stylegan3 import (
     StyleGAN3Generator,
     from_nvlabs,
     normalize_kwargs,
     synthesis_schedule,
 )
-
 from invkit.upfirdn import design_lowpass_filter, filtered_lrelu, upfirdn2d
 
 TINY = {
@@ -327,9 +327,8 @@ def test_gradients_flow_to_ws_and_replaced_features():
 
 
 def test_checkpoint_identification_and_loading_errors(tmp_path):
-    from invkit.adapters import stylegan3
-
     import invkit
+    from invkit.adapters import stylegan3
     from invkit.checkpoint import CheckpointError, CheckpointFile
 
     G = _tiny(TINY)

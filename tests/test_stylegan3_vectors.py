@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import load_reference
-from invkit.adapters.stylegan3 import StyleGAN3Generator, from_nvlabs
 
 import invkit
+from invkit.adapters.stylegan3 import StyleGAN3Generator, from_nvlabs
 
 FAMILIES = ["nvlabs_stylegan3_t", "nvlabs_stylegan3_r"]
 TOL = {"atol": 1e-4, "rtol": 1e-4}

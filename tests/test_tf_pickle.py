@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import load_reference
-from invkit.adapters import nvlabs
-from invkit.adapters.stylegan2_formats import to_nvlabs
 
 import invkit
+from invkit.adapters import nvlabs
+from invkit.adapters.stylegan2_formats import to_nvlabs
 from invkit.checkpoint import CheckpointError
 from invkit.testing import tiny_stylegan2
 
