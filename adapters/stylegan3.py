@@ -48,7 +48,7 @@ from torch import nn
 from invkit import resample
 from invkit.generator import Generator, LayerInfo, NoiseArg, StyleAffine
 from invkit.hookspecs import hookimpl
-from invkit.upfirdn import design_lowpass_filter, filtered_lrelu
+from invkit.upfirdn import design_lowpass_filter
 
 ADAPTER_NAME = "stylegan3"
 
@@ -510,45 +510,23 @@ class SynthesisLayer(nn.Module):
         return styles
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, modconv: str = "auto") -> torch.Tensor:
+        """Modulated conv then filtered leaky ReLU. With the fast ops (the default) the
+        activations are channels_last, the cheaper modulated-conv strategy is picked per shape
+        and the up-sampled map never exists in full (:func:`invkit.resample.filtered_lrelu`);
+        under ``resample.use_impl("reference")`` the plain oracle ops of
+        :mod:`invkit.upfirdn` run instead."""
+        spec = self.spec
+        conv = modulated_conv2d
         if resample.get_impl() == "fast":
-            return self._forward_fast(x, w, modconv)
-        spec = self.spec
-        x = modulated_conv2d(
-            x,
-            self.weight,
-            self.styles(w),
-            padding=spec.conv_kernel - 1,
-            demodulate=not self.is_torgb,
-            input_gain=self.magnitude_ema.rsqrt(),
-        )
-        # ToRGB: linear (slope 1, gain 1) with no resampling, but still clamped.
-        return filtered_lrelu(
-            x,
-            self.up_filter,
-            self.down_filter,
-            self.bias,
-            up=spec.up_factor,
-            down=spec.down_factor,
-            padding=spec.padding,
-            gain=1.0 if self.is_torgb else float(np.sqrt(2)),
-            slope=1.0 if self.is_torgb else 0.2,
-            clamp=self.conv_clamp,
-        )
-
-    def _forward_fast(self, x: torch.Tensor, w: torch.Tensor, modconv: str) -> torch.Tensor:
-        """Same result as :meth:`forward` with the fast ops: channels_last, the cheaper
-        modulated-conv strategy, and :func:`invkit.resample.filtered_lrelu` (polyphase,
-        separable / radial, tiled: the up-sampled map never exists in full)."""
-        spec = self.spec
-        x = resample.conv_layout(x)
-        if modconv == "auto":
-            size_in = x.shape[2] * x.shape[3]
-            size_out = (x.shape[2] + spec.conv_kernel - 1) * (x.shape[3] + spec.conv_kernel - 1)
-            modconv = choose_modconv(x.shape[0], spec.in_channels, spec.out_channels, spec.conv_kernel,
-                                     size_in, size_out)
-        if modconv not in ("grouped", "stationary"):
-            raise ValueError(f"modconv must be one of {MODCONV_MODES}, got {modconv!r}")
-        conv = modulated_conv2d_stationary if modconv == "stationary" else modulated_conv2d
+            x = resample.conv_layout(x)
+            if modconv == "auto":
+                size_in = x.shape[2] * x.shape[3]
+                size_out = (x.shape[2] + spec.conv_kernel - 1) * (x.shape[3] + spec.conv_kernel - 1)
+                modconv = choose_modconv(x.shape[0], spec.in_channels, spec.out_channels, spec.conv_kernel,
+                                         size_in, size_out)
+            if modconv not in ("grouped", "stationary"):
+                raise ValueError(f"modconv must be one of {MODCONV_MODES}, got {modconv!r}")
+            conv = modulated_conv2d_stationary if modconv == "stationary" else modulated_conv2d
         x = conv(
             x,
             self.weight,
@@ -557,6 +535,7 @@ class SynthesisLayer(nn.Module):
             demodulate=not self.is_torgb,
             input_gain=self.magnitude_ema.rsqrt(),
         )
+        # ToRGB: linear (slope 1, gain 1) with no resampling, but still clamped.
         return resample.filtered_lrelu(
             x,
             self.up_filter,
@@ -568,7 +547,6 @@ class SynthesisLayer(nn.Module):
             gain=1.0 if self.is_torgb else float(np.sqrt(2)),
             slope=1.0 if self.is_torgb else 0.2,
             clamp=self.conv_clamp,
-            impl="fast",
         )
 
 
