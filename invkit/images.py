@@ -6,7 +6,8 @@ Tensors are ``[B, C, H, W]`` float in [-1, 1] (the generators' raw range); files
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,41 @@ def make_grid(images: torch.Tensor | Sequence[torch.Tensor], ncol: int | None = 
 def save_grid(images: torch.Tensor | Sequence[torch.Tensor], path: str | os.PathLike, ncol: int | None = None) -> Path:
     """:func:`make_grid` then :func:`save_image`."""
     return save_image(make_grid(images, ncol), path)
+
+
+@dataclass
+class ImageBatch:
+    """One batch from :func:`iter_image_batches`.
+
+    Attributes:
+        images: ``[B, 3, H, W]`` in [-1, 1] (B may be 0 when every file of the chunk failed).
+        indices: for each image, its index in the file list.
+        attempted: how many files this chunk covered, readable or not (for progress bars).
+    """
+
+    images: torch.Tensor
+    indices: list[int]
+    attempted: int
+
+
+def iter_image_batches(
+    files: Sequence[Path],
+    size: int | tuple[int, int] | None,
+    batch: int,
+    on_error: Callable[[Path, ImageError], None],
+) -> Iterator[ImageBatch]:
+    """Read ``files`` in chunks of ``batch``; an unreadable file goes to ``on_error`` and is
+    skipped, so one bad image never stops a batch job."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    for start in range(0, len(files), batch):
+        chunk = files[start:start + batch]
+        images, indices = [], []
+        for offset, path in enumerate(chunk):
+            try:
+                images.append(load_image(path, size))
+                indices.append(start + offset)
+            except ImageError as exc:
+                on_error(Path(path), exc)
+        stacked = torch.stack(images) if images else torch.empty(0, 3, 0, 0)
+        yield ImageBatch(stacked, indices, len(chunk))

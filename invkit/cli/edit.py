@@ -23,7 +23,7 @@ from rich.console import Console
 
 from ..direction import Direction
 from ..editing import edit_strip
-from ..images import ImageError, list_images, load_image, save_grid
+from ..images import iter_image_batches, list_images, save_grid
 from ..inversion import Inversion
 from ..loading import load_generator
 from ._args import parse_float_steps
@@ -88,18 +88,15 @@ def run(args) -> int:
     E = load_encoder(args.encoder, G, k=args.k, device=args.device)
     skipped: list[str] = []
     done = 0
-    for start in range(0, len(files), args.batch):
-        images, batch_names = [], []
-        for path, name in zip(files[start:start + args.batch], names[start:start + args.batch]):
-            try:
-                images.append(load_image(path, size=G.resolution))
-                batch_names.append(name)
-            except ImageError as exc:
-                skipped.append(path.name)
-                console.print(f"[yellow]skipped[/yellow] {exc}", highlight=False)
-        if not images:
+    def report(path: Path, exc: Exception) -> None:
+        skipped.append(path.name)
+        console.print(f"[yellow]skipped[/yellow] {exc}", highlight=False)
+
+    for chunk in iter_image_batches(files, G.resolution, args.batch, report):
+        if not chunk.indices:
             continue
-        x = torch.stack(images).to(args.device)
+        batch_names = [names[i] for i in chunk.indices]
+        x = chunk.images.to(args.device)
         inv = E.invert(x, batch_names)
         _write_strips(G, inv, direction, strengths, args, out, batch_names, x if args.with_input else None)
         done += len(batch_names)

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..atomic import write_text
-from ..images import ImageError, list_images, load_image
+from ..images import iter_image_batches, list_images
 from ..loading import load_generator
 from ..metrics import ALL_METRICS, ReconstructionMetrics, load_identity_embedder, parse_metrics
 
@@ -128,19 +128,16 @@ def evaluate(G, encoder, files: list[Path], metrics: list[str], batch: int = 4, 
         net = fid_net if fid_net is not None else load_fid_inception(device=device)
         fids = {v: FIDAccumulator(net, device=device, batch_size=batch) for v in variants}
     start = time.perf_counter()
-    for i in range(0, len(files), batch):
-        chunk, images = [], []
-        for path in files[i:i + batch]:
-            try:
-                images.append(load_image(path, G.resolution))
-                chunk.append(path)
-            except ImageError as exc:
-                ev.skipped.append({"file": str(path), "error": str(exc)})
+    def report(path: Path, exc: Exception) -> None:
+        ev.skipped.append({"file": str(path), "error": str(exc)})
+
+    for part in iter_image_batches(files, G.resolution, batch, report):
         if progress is not None:
-            progress(len(files[i:i + batch]))
-        if not images:
+            progress(part.attempted)
+        if not part.indices:
             continue
-        x = torch.stack(images).to(device)
+        chunk = [files[i] for i in part.indices]
+        x = part.images.to(device)
         _sync(device)
         t0 = time.perf_counter()
         ws, feats = encoder.encode(x)

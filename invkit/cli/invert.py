@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..images import ImageError, list_images, load_image, save_image
+from ..images import iter_image_batches, list_images, save_image
 from ..inversion import Inversion
 from ..loading import load_generator
 
@@ -78,19 +78,17 @@ def run(args) -> int:
                         console=console, transient=False)
     with progress:
         task = progress.add_task("invert", total=len(files))
-        for start in range(0, len(files), args.batch):
-            batch, batch_names = [], []
-            for path, name in zip(files[start:start + args.batch], names[start:start + args.batch]):
-                try:
-                    batch.append(load_image(path, size=G.resolution))
-                    batch_names.append(name)
-                except ImageError as exc:
-                    skipped.append((path, str(exc)))
-                    progress.console.print(f"[yellow]skipped[/yellow] {exc}", highlight=False)
-                progress.advance(task)
-            if not batch:
+
+        def report(path: Path, exc: Exception) -> None:
+            skipped.append((path, str(exc)))
+            progress.console.print(f"[yellow]skipped[/yellow] {exc}", highlight=False)
+
+        for chunk in iter_image_batches(files, G.resolution, args.batch, report):
+            progress.advance(task, chunk.attempted)
+            if not chunk.indices:
                 continue
-            images = torch.stack(batch).to(args.device)
+            batch_names = [names[i] for i in chunk.indices]
+            images = chunk.images.to(args.device)
             inv = E.invert(images, batch_names)
             with torch.no_grad():
                 rec_w = G.synthesize(inv.ws, noise_mode=args.noise_mode)
