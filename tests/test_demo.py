@@ -10,28 +10,43 @@ The claims checked here are the ones the report prints:
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from invkit.recipes import toy
 
 from invkit import load_generator, plugins
 from invkit.cli import main as cli_main
+from invkit.recipes import toy
 
 #: G(w, F) must beat G(w) by at least this factor on both metrics.
 MARGIN = 0.75
 
 
+def _require_shipped_models() -> None:
+    """The generator and encoder are produced by `python -m invkit.recipes.toy build-assets`
+    (docs/demo.md). Outside CI a checkout without them skips these tests with that reason; in CI
+    (CI=true) their absence is a failure."""
+    missing = [n for n in (toy.GENERATOR_FILE, toy.ENCODER_FILE) if not (toy.assets_dir() / n).is_file()]
+    if missing:
+        msg = f"toy assets {missing} not built yet (python -m invkit.recipes.toy build-assets, see docs/demo.md)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    _require_shipped_models()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("demo")
     return out, toy.run_demo(out, n_eval=32, n_show=4, log=lambda m: None)
 
 
 def test_shipped_assets_are_small_safetensors_that_load_through_the_adapter():
+    _require_shipped_models()
     g, e = toy.asset(toy.GENERATOR_FILE), toy.asset(toy.ENCODER_FILE)
     assert g.stat().st_size <= 10e6 and e.stat().st_size <= 20e6
     for path in toy.assets_dir().iterdir():

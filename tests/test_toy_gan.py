@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from invkit.recipes import toy_gan as tg
 
 from invkit import load_generator
+from invkit.recipes import toy_gan as tg
 
 
 def _small(**kw) -> tg.ToyGANConfig:
