@@ -15,7 +15,8 @@ import sys
 
 from rich.console import Console
 
-console = Console(stderr=True)
+# soft_wrap: an error or skip message stays one line however narrow the terminal.
+console = Console(stderr=True, soft_wrap=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..align import LandmarkDetector, align_face, load_photo
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if args.size < 8:
         raise ValueError(f"--size must be >= 8, got {args.size}")
     in_dir, out_dir = Path(args.in_dir), Path(args.out_dir)
@@ -105,7 +105,7 @@ def run(args) -> int:
         table.add_column("issue")
         for name, issue in problems:
             table.add_row(name, issue)
-        Console(stderr=True).print(table)
+        Console(stderr=True, soft_wrap=True).print(table)
     console.print(f"{ok}/{len(files)} photos aligned at {args.size} px -> [bold]{out_dir}[/bold] "
                   f"(transforms in {MANIFEST})")
     return 0 if ok == len(files) else 1

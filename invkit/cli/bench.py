@@ -49,7 +49,7 @@ def _warm_up(G, E, files, batch: int, device) -> None:
 def run(args) -> int:
     from ..fs_encoder import load_encoder
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     metrics = parse_metrics(args.metrics)
     files = select_images(args.images, args.n)
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)

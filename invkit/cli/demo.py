@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     entry = plugins.recipes().get(args.recipe)
     demo = getattr(entry.obj, "demo", None)
     if demo is None:

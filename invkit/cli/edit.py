@@ -56,7 +56,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from .invert import output_names
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     strengths = parse_float_steps(args.strength)
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")

@@ -222,7 +222,7 @@ def write_report(path: str | Path, report: dict) -> Path:
 def run(args) -> int:
     from ..fs_encoder import load_encoder
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     metrics = parse_metrics(args.metrics)
     files = select_images(args.images, args.n)
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)

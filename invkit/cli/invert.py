@@ -56,7 +56,7 @@ def output_names(paths: list[Path]) -> list[str]:
 def run(args) -> int:
     from ..fs_encoder import load_encoder
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     files = list_images(args.images)

@@ -76,7 +76,7 @@ def run(args) -> int:
     rec_a = G.synthesize_from(inv_a.k, inv_a.features, inv_a.ws, noise_mode=noise)
     rec_b = G.synthesize_from(inv_b.k, inv_b.features, inv_b.ws, noise_mode=noise)
     save_grid(torch.cat([rec_a, rec_b, ab, ba]).cpu(), out, ncol=4)
-    Console(stderr=True).print(
+    Console(stderr=True, soft_wrap=True).print(
         f"A={inv_a.names[0]}, B={inv_b.names[0]}: (rec A, rec B, F_A with w_B, F_B with w_A) -> [bold]{out}[/bold]",
         highlight=False)
     return 0

@@ -32,7 +32,7 @@ def seed_latents(seeds: list[int], z_dim: int) -> torch.Tensor:
 
 
 def run(args) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     seeds = parse_int_ranges(args.seeds)
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     z = seed_latents(seeds, G.z_dim).to(args.device)

@@ -33,7 +33,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import os
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     rank = int(os.environ.get("RANK", "0"))
     recipe: Recipe = get_recipe(args.recipe).with_overrides(args.overrides)
     if args.generator:

@@ -51,7 +51,7 @@ def run(args) -> int:
     from ..metrics import load_identity_embedder
     from ..video import VideoPipeline, probe, ramp, read_frames
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     src, out = Path(args.input), Path(args.out)
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such video file")
