@@ -71,6 +71,22 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
+def test_atomic_path_gives_ordinary_permissions(tmp_path: Path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "new.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o644
+    os.chmod(tmp_path / "new.bin", 0o640)
+    with atomic_path(tmp_path / "new.bin") as tmp:
+        tmp.write_bytes(b"y")
+    assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o640
+
+
 def test_sniff_and_checkpoint_errors(tmp_path: Path):
     good = tmp_path / "g.pt"
     torch.save({"g_ema": {"x": torch.ones(2)}, "args": argparse.Namespace(size=64)}, good)
