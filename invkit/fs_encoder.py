@@ -26,6 +26,13 @@ K = 5 at 16x16: exactly the official stride-2 branch, no resize), else stride 1;
 size difference (StyleGAN3 layers such as 36x36 or 52x52, an 8x8 target, a non-square layer) is
 closed by a bilinear resize of the branch output (antialiased when shrinking). ``feature_stride``
 overrides the choice.
+
+A fresh encoder built by :meth:`FeatureStyleEncoder.for_generator` starts its feature branch at the
+scale of the activation it replaces: the last BatchNorm's affine weight and bias are set to layer K's
+per-channel std and mean (the official code starts at 1 and 0, i.e. unit-variance F). Without this,
+a generator whose layer K is far from unit scale (the 64 px toy generator's ``b8.conv1``: std 0.12)
+gets an F about 8x too large, which the paper's weak feature term (0.01) and a 5e-4 learning rate
+cannot shrink in a short run: G(w, F) then reconstructs worse than G(w).
 """
 
 from __future__ import annotations
@@ -125,9 +132,30 @@ class FeatureStyleEncoder(Encoder):
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def for_generator(cls, generator: Generator, k: int, **kwargs) -> FeatureStyleEncoder:
-        """A freshly initialised encoder sized for ``generator`` and its layer ``k``."""
-        return cls(generator.num_ws, generator.w_dim, k, generator.layer(k).shape,
-                   generator.w_avg, generator.fingerprint(), **kwargs)
+        """A freshly initialised encoder sized for ``generator`` and its layer ``k``, its F
+        starting at that layer's statistics (:meth:`match_feature_statistics`)."""
+        enc = cls(generator.num_ws, generator.w_dim, k, generator.layer(k).shape,
+                  generator.w_avg, generator.fingerprint(), **kwargs)
+        return enc.match_feature_statistics(generator)
+
+    @torch.no_grad()
+    def match_feature_statistics(self, generator: Generator, samples: int = 256, seed: int = 0) -> FeatureStyleEncoder:
+        """Set the feature branch's last BatchNorm affine (weight, bias) to the per-channel std and
+        mean of ``G_K(w)`` over ``samples`` random ``w = mapping(z)`` (noise ``"const"``).
+
+        In train mode the branch then outputs F with exactly those per-channel statistics, so
+        ``G(w, F)`` starts as a plausible layer-K activation instead of a unit-variance one. Uses its
+        own RNG (``seed``); the global RNG is not touched. Returns ``self``.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        device = generator.w_avg.device
+        z = torch.randn(samples, generator.z_dim, generator=gen).to(device)
+        feats = generator.features_at(self.k, generator.mapping(z)).float()
+        bn = self.content_layer[-1]
+        # a channel that never varies would get weight 0 and block its gradient: keep it alive
+        bn.weight.copy_(feats.std(dim=(0, 2, 3)).clamp_min(1e-3).to(bn.weight.device))
+        bn.bias.copy_(feats.mean(dim=(0, 2, 3)).to(bn.bias.device))
+        return self
 
     def config(self) -> dict:
         """JSON-serialisable constructor arguments (without ``w_avg``, which is a tensor)."""

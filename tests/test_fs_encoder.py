@@ -224,6 +224,27 @@ def test_encode_shapes_and_invert(sg2):
         enc(torch.zeros(1, 1, 64, 64))
 
 
+def test_fresh_feature_branch_starts_at_the_statistics_of_layer_k(sg2):
+    """F of a fresh encoder (train mode, as in training) has G_K(w)'s per-channel mean and std, not
+    BatchNorm's default 0 and 1: with a unit-variance F, G(w, F) starts far from any activation G
+    makes (the toy generator's layer 3 has std 0.12) and short runs end with G(w, F) worse than G(w)."""
+    k = 3
+    torch.manual_seed(0)
+    # input 64: the branch's 8x8 output is layer 3's size (no resize, which would smooth F)
+    enc = FeatureStyleEncoder.for_generator(sg2, k, input_size=64, **SMALL).train()
+    with torch.no_grad():
+        ws = sg2.mapping(torch.randn(256, sg2.z_dim, generator=torch.Generator().manual_seed(7)))
+        target = sg2.features_at(k, ws)
+        _, feats = enc(torch.rand(16, 3, 64, 64) * 2 - 1)
+    t_mean, t_std = target.mean(dim=(0, 2, 3)), target.std(dim=(0, 2, 3))
+    assert float(t_std.mean()) < 0.7 and float(t_mean.abs().mean()) > 0.1  # far from BatchNorm's (0, 1)
+    torch.testing.assert_close(feats.mean(dim=(0, 2, 3)), t_mean, atol=0.1, rtol=0)
+    torch.testing.assert_close(feats.std(dim=(0, 2, 3)), t_std, rtol=0.25, atol=0.02)
+    state = torch.get_rng_state()
+    enc.match_feature_statistics(sg2)
+    assert torch.equal(torch.get_rng_state(), state)  # its own RNG: training streams are not disturbed
+
+
 def test_input_resizing_follows_official_halvings():
     enc = FeatureStyleEncoder(4, 8, 1, (8, 4, 4), input_size=16, **SMALL)
     x = torch.rand(2, 3, 64, 64)
