@@ -65,12 +65,23 @@ def _entry_points() -> list[metadata.EntryPoint]:
 
 
 def _registrar(registry: Registry, plugin: PluginInfo, extra_keys: tuple[str, ...] = ()):
-    def register(name, obj, *args, description: str = "", **kwargs):
-        extra = {k: kwargs.pop(k) for k in extra_keys if k in kwargs}
-        if args:
-            extra.update(dict(zip(extra_keys, args)))
-        if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)} registering {name!r}")
+    """The ``register`` callable handed to one plugin's hook: ``register(name, obj, *extra,
+    description="")``, where ``extra`` are the kind's optional callables in ``extra_keys`` order
+    (``from_config`` for generators), each also accepted by keyword; a positional value after
+    them is the description, as in the hookspec signatures."""
+
+    def register(name: str, obj, *args, **kwargs) -> None:
+        names = (*extra_keys, "description")
+        if len(args) > len(names):
+            raise TypeError(f"too many arguments registering {name!r}: expected at most {len(names) + 2}")
+        values = dict(zip(names, args))
+        for key in list(kwargs):
+            if key not in names:
+                raise TypeError(f"unexpected argument {key!r} registering {name!r}")
+            if key in values:
+                raise TypeError(f"argument {key!r} given twice registering {name!r}")
+            values[key] = kwargs.pop(key)
+        description = values.pop("description", "") or ""
         registry.add(
             Entry(
                 name=name,
@@ -78,7 +89,7 @@ def _registrar(registry: Registry, plugin: PluginInfo, extra_keys: tuple[str, ..
                 description=description,
                 plugin=plugin.name,
                 distribution=plugin.distribution,
-                extra=extra,
+                extra={k: v for k, v in values.items() if v is not None},
             )
         )
 

@@ -152,3 +152,21 @@ def test_manual_zoo_entry_says_where_to_put_the_file(tmp_path: Path, monkeypatch
         zoo.fetch("arcface-r50")
     (tmp_path / "backbone.pth").write_bytes(b"x")
     assert zoo.fetch("arcface-r50") == tmp_path / "backbone.pth"
+
+
+def test_register_accepts_the_hookspec_signatures():
+    from invkit.plugins import PluginInfo, _registrar
+    from invkit.registry import Registry
+
+    info = PluginInfo("p", "m", "dist", "1.0")
+    gens, eds = Registry("generator adapter"), Registry("editor")
+    _registrar(gens, info, ("from_config",))("a", len, max, "adapter a")
+    _registrar(gens, info, ("from_config",))("b", len, description="adapter b")
+    _registrar(eds, info)("e", dict, "an editor")
+    assert gens.get("a").extra == {"from_config": max} and gens.get("a").description == "adapter a"
+    assert gens.get("b").extra == {} and gens.get("b").description == "adapter b"
+    assert eds.get("e").description == "an editor" and eds.get("e").distribution == "dist"
+    with pytest.raises(TypeError, match="unexpected argument 'colour'"):
+        _registrar(eds, info)("f", dict, colour="red")
+    with pytest.raises(TypeError, match="too many arguments"):
+        _registrar(eds, info)("g", dict, "d", "extra")
