@@ -77,7 +77,7 @@ def test_plugins_command_shows_distribution_and_broken_plugin(site: Path):
     assert proc.returncode == 0, proc.stderr
     rows = {r["plugin"]: r for r in json.loads(proc.stdout)}
     assert rows["hello"]["distribution"] == "invkit-hello"
-    assert rows["hello"]["provides"] == ["generator hello"]
+    assert rows["hello"]["provides"] == ["generator hello", "checkpoint identification"]
     assert rows["hello"]["error"] is None
     assert "this_module_does_not_exist_anywhere" in rows["broken"]["error"]
     # the built-ins are plugins of the invkit distribution itself

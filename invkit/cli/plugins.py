@@ -23,6 +23,9 @@ def run(args) -> int:
     for kind, reg in kinds.items():
         for e in reg.entries():
             provided.setdefault(f"{e.distribution}:{e.plugin}", []).append(f"{kind} {e.name}")
+    # identify_checkpoint registers nothing, so list it from the hook implementations.
+    for impl in st.pm.hook.identify_checkpoint.get_hookimpls():
+        provided.setdefault(impl.plugin_name, []).append("checkpoint identification")
     rows = [
         {"plugin": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
          "provides": provided.get(f"{p.distribution}:{p.name}", []), "error": p.error}
