@@ -143,19 +143,31 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         demodulate: rescale each output filter to unit norm (``rsqrt(Σ w² + 1e-8)``).
         up: stride-2 transposed conv ``[.., H, W] -> [.., 2H + k - 2, 2W + k - 2]`` (blur after).
     """
-    b, c_in, h, w_ = x.shape
-    c_out, _, kh, kw = weight.shape
+    b, c_in = x.shape[:2]
+    c_out = weight.shape[0]
     w = weight.unsqueeze(0) * styles.reshape(b, 1, c_in, 1, 1)
     if demodulate:
         w = w * torch.rsqrt(w.square().sum(dim=[2, 3, 4]) + 1e-8).reshape(b, c_out, 1, 1, 1)
-    x = x.reshape(1, b * c_in, h, w_)
+    return grouped_conv2d(x, w, up=up)
+
+
+def grouped_conv2d(x: torch.Tensor, w: torch.Tensor, up: bool = False) -> torch.Tensor:
+    """Convolve each sample of ``x [B, C_in, H, W]`` with its own weight ``w [B, C_out, C_in, k, k]``
+    (batch folded into conv groups): ``[B, C_out, H, W]``, or with ``up`` the stride-2 transposed
+    conv ``[B, C_out, 2H + k - 2, 2W + k - 2]``."""
+    b, c_in, h, w_ = x.shape
+    c_out, kh, kw = w.shape[1], w.shape[3], w.shape[4]
+    if b > 1:
+        # For one sample the fold is the identity; a reshape would give the size-1 batch dim a
+        # stride that hides channels_last from oneDNN, which then copies the map to NCHW.
+        x = x.reshape(1, b * c_in, h, w_)
     if up:
         # conv_transpose2d wants [in, out/groups, k, k] per group.
         w = w.transpose(1, 2).reshape(b * c_in, c_out, kh, kw)
         out = F.conv_transpose2d(x, w, stride=2, groups=b)
     else:
         out = F.conv2d(x, w.reshape(b * c_out, c_in, kh, kw), padding=kh // 2, groups=b)
-    return out.reshape(b, c_out, *out.shape[2:])
+    return out.reshape(b, c_out, *out.shape[2:]) if b > 1 else out
 
 
 #: How the fast path runs modulated convolutions: "auto" picks per call (see
@@ -179,14 +191,16 @@ def choose_modconv(batch: int, c_in: int, c_out: int, k: int, hw_in: int, hw_out
 
 
 def modulated_conv2d_stationary(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                                demodulate: bool = True, up: bool = False) -> torch.Tensor:
+                                demodulate: bool = True, up: bool = False,
+                                weight_sq: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`modulated_conv2d` with a stationary weight: ``conv(x · s, W) · d``.
 
     Modulating the input channels by the styles and scaling the output channels by the
     demodulation coefficients ``d[b, o] = rsqrt(Σ_i s[b, i]² Σ_k W[o, i, k]² + 1e-8)`` gives the
     same result as convolving with per-sample weights ``W · s · d`` (linearity), but every sample
     shares one weight tensor, so the batch is one ordinary convolution. Same arguments, shapes
-    and result as :func:`modulated_conv2d` (up to float32 rounding).
+    and result as :func:`modulated_conv2d` (up to float32 rounding). ``weight_sq [C_out, C_in]``
+    is ``Σ_k W²`` when the caller has it already (see :meth:`StyledConv.fixed_weights`).
     """
     b = x.shape[0]
     c_out = weight.shape[0]
@@ -196,17 +210,22 @@ def modulated_conv2d_stationary(x: torch.Tensor, weight: torch.Tensor, styles: t
     else:
         out = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
     if demodulate:
-        d = torch.rsqrt(styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8)  # [B, O]
+        if weight_sq is None:
+            weight_sq = weight.square().sum(dim=[2, 3])
+        d = torch.rsqrt(styles.square() @ weight_sq.t() + 1e-8)  # [B, O]
         d = d.reshape(b, c_out, 1, 1).to(out.dtype)
         out = out.mul_(d) if resample.inplace_ok(out, d) else out * d
     return out
 
 
 def modulated_conv2d_fast(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                          demodulate: bool = True, up: bool = False, mode: str = "auto") -> torch.Tensor:
+                          demodulate: bool = True, up: bool = False, mode: str = "auto",
+                          weight_sq: torch.Tensor | None = None) -> torch.Tensor:
     """The fast path's modulated conv: the strategy ``mode`` (see :data:`MODCONV_MODES`) in the
     memory format that suits the map size (:func:`invkit.resample.conv_layout`). Same result as
-    :func:`modulated_conv2d`."""
+    :func:`modulated_conv2d`. ``weight_sq [C_out, C_in]``: ``Σ_k W²`` if already known; with it
+    the demodulation coefficients cost one ``[B, C_in] @ [C_in, C_out]`` product, whatever the
+    strategy."""
     x = resample.conv_layout(x)
     if mode == "auto":
         b, c_in, h, w_ = x.shape
@@ -214,9 +233,15 @@ def modulated_conv2d_fast(x: torch.Tensor, weight: torch.Tensor, styles: torch.T
         hw_out = (2 * h + k - 2) * (2 * w_ + k - 2) if up else h * w_
         mode = choose_modconv(b, c_in, c_out, k, h * w_, hw_out)
     if mode == "stationary":
-        return modulated_conv2d_stationary(x, weight, styles, demodulate=demodulate, up=up)
+        return modulated_conv2d_stationary(x, weight, styles, demodulate=demodulate, up=up,
+                                           weight_sq=weight_sq)
     if mode != "grouped":
         raise ValueError(f"modconv mode must be one of {MODCONV_MODES}, got {mode!r}")
+    if demodulate and weight_sq is not None:
+        # W · s · d with d from the known Σ_k W²: no square-and-sum over every modulated tap.
+        d = torch.rsqrt(styles.square() @ weight_sq.t() + 1e-8)  # [B, O]
+        scale = styles[:, None, :, None, None] * d[:, :, None, None, None]
+        return grouped_conv2d(x, weight.unsqueeze(0) * scale.to(weight.dtype), up=up)
     return modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up)
 
 
@@ -239,6 +264,33 @@ class StyledConv(nn.Module):
         self.resolution = resolution
         self.up = up
         self.conv_clamp = conv_clamp
+        self._fixed: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+
+    def fixed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W · gain [C_out, C_in, k, k], Σ_k (W · gain)² [C_out, C_in])`` for the fast path.
+
+        Both depend on the weight only, so they are cached between calls, but only while no
+        autograd graph will need them (the weight does not require grad or grad mode is off):
+        training (e.g. ``recipes/toy_gan.py``) gets fresh, differentiable tensors every call.
+        The cache is keyed by the weight's version counter, storage, dtype and device, so any
+        in-place update (optimizer step, EMA ``lerp_``, ``load_state_dict``, ``.to()``)
+        invalidates it. Writes through ``weight.data`` bypass the version counter: call
+        :meth:`clear_cache` after those.
+        """
+        weight = self.weight
+        if not resample.inplace_ok(weight):
+            scaled = weight * self.weight_gain
+            return scaled, scaled.square().sum(dim=[2, 3])
+        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device, self.weight_gain)
+        if self._fixed is None or self._fixed[0] != key:
+            with torch.no_grad():
+                scaled = weight * self.weight_gain
+                self._fixed = (key, scaled, scaled.square().sum(dim=[2, 3]))
+        return self._fixed[1], self._fixed[2]
+
+    def clear_cache(self) -> None:
+        """Drop the cached :meth:`fixed_weights` (needed only after writes via ``weight.data``)."""
+        self._fixed = None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
                 modconv: str = "auto") -> torch.Tensor:
@@ -261,8 +313,9 @@ class StyledConv(nn.Module):
         """Same result as the reference forward: separable blur, and noise, bias, lrelu·√2 and
         clamp applied in place on the conv output (no full-size temporaries)."""
         styles = self.affine(w)
-        x = modulated_conv2d_fast(x, self.weight * self.weight_gain, styles, demodulate=True,
-                                  up=self.up, mode=modconv)
+        weight, weight_sq = self.fixed_weights()
+        x = modulated_conv2d_fast(x, weight, styles, demodulate=True, up=self.up, mode=modconv,
+                                  weight_sq=weight_sq)
         if self.up:
             x = blur_fast(x)
         if noise is not None:

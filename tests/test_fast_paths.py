@@ -241,6 +241,55 @@ def test_stylegan2_fast_path_gradients_match():
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6 * grads[1].abs().max().item(), rtol=1e-5)
 
 
+def test_stylegan2_weight_cache_follows_in_place_updates():
+    """The fast path caches ``W · gain`` and ``Σ_k W²`` per conv; an in-place weight update (the
+    optimizer / EMA way) must invalidate it, and results must equal the reference path after."""
+    from invkit.testing import tiny_stylegan2
+
+    G = tiny_stylegan2(resolution=16, w_dim=16, max_channels=16).eval().requires_grad_(False)
+    ws = G.mapping(torch.randn(2, G.z_dim))
+    conv = G.convs[1]
+    with torch.no_grad():
+        G.synthesize(ws)  # fills the caches
+        first = conv.fixed_weights()[0]
+        assert conv.fixed_weights()[0] is first  # reused while the weight is unchanged
+        for c in G.convs:
+            c.weight.mul_(1.5).add_(0.1)  # in place: bumps the version counter
+        assert conv.fixed_weights()[0] is not first
+        torch.testing.assert_close(conv.fixed_weights()[0], conv.weight * conv.weight_gain)
+        fast = G.synthesize(ws)
+        with resample.use_impl("reference"):
+            ref = G.synthesize(ws)
+    torch.testing.assert_close(fast, ref, **TOL)
+
+
+def test_stylegan2_weight_cache_not_used_for_training():
+    """While gradients are recorded for the weights, nothing is cached and the weight gradients
+    equal the reference path's (GAN training updates these weights)."""
+    from invkit.testing import tiny_stylegan2
+
+    G = tiny_stylegan2(resolution=16, w_dim=16, max_channels=16).requires_grad_(True)
+    ws = G.mapping(torch.randn(2, G.z_dim)).detach()
+    grads = []
+    for impl in IMPLS:
+        G.zero_grad(set_to_none=True)
+        with resample.use_impl(impl):
+            G.synthesize(ws).square().sum().backward()
+        grads.append([c.weight.grad.clone() for c in G.convs])
+    assert all(c._fixed is None for c in G.convs)
+    for fast, ref in zip(*grads):
+        torch.testing.assert_close(fast, ref, atol=1e-6 * ref.abs().max().item(), rtol=1e-5)
+    # A training step in place, then grad-free synthesis: the cache sees the new weights.
+    with torch.no_grad():
+        G.synthesize(ws)
+        for c in G.convs:
+            c.weight.sub_(0.01 * c.weight.grad)
+        fast = G.synthesize(ws)
+        with resample.use_impl("reference"):
+            ref = G.synthesize(ws)
+    torch.testing.assert_close(fast, ref, **TOL)
+
+
 @pytest.fixture(scope="module", params=["nvlabs_stylegan3_t", "nvlabs_stylegan3_r"])
 def sg3_ref(request, vectors_root):
     from invkit.adapters.stylegan3 import from_nvlabs
