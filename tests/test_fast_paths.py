@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 
 import pytest
 import torch
@@ -75,7 +76,8 @@ def _upfirdn_cases(n: int, seed: int):
 
 @pytest.mark.parametrize("case", _upfirdn_cases(60, seed=1), ids=lambda c: f"u{c['up']}d{c['down']}t{c['taps']}")
 def test_upfirdn2d_matches_reference(case):
-    torch.manual_seed(hash(str(case)) % 2**31)
+    # str hashes are salted per process; crc32 gives every run the same data for a case.
+    torch.manual_seed(zlib.crc32(str(case).encode()))
     h, w = case["size"]
     x = torch.randn(2, 3, h, w)
     shape = [case["taps"]] * case["ndim"]
@@ -115,7 +117,8 @@ def _filtered_lrelu_cases(n: int, seed: int):
 @pytest.mark.parametrize("case", _filtered_lrelu_cases(50, seed=2),
                          ids=lambda c: f"u{c['up']}d{c['down']}t{c['tu']}-{c['td']}{'r' if c['radial'] else ''}")
 def test_filtered_lrelu_matches_reference(case, monkeypatch):
-    torch.manual_seed(hash(str(case)) % 2**31)
+    # str hashes are salted per process; crc32 gives every run the same data for a case.
+    torch.manual_seed(zlib.crc32(str(case).encode()))
     # Tiny tiles exercise the band/halo bookkeeping, huge ones the single-tile case.
     monkeypatch.setattr(resample, "TILE_BYTES", case["tile_bytes"])
     monkeypatch.setattr(resample, "TILE_CHANNELS", 32)
