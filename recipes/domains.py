@@ -33,50 +33,31 @@ def eq8() -> LossWeights:
     return LossWeights(mse=1.0, lpips=0.2, feature=0.01, identity=0.1, parsing=0.1)
 
 
+def _paper_recipe(name: str, generator: str, description: str, loss: LossWeights,
+                  preprocess: Preprocess | None = None) -> Recipe:
+    """What the four domains share: K = 5, the official F blend warm-up, the paper's schedule."""
+    return Recipe(name=name, generator=generator, k=5, description=description, loss=loss,
+                  preprocess=preprocess or Preprocess(), blend_warmup_steps=BLEND_WARMUP)
+
+
 def faces() -> Recipe:
-    return Recipe(
-        name="faces",
-        generator="stylegan2-ffhq-1024",
-        k=5,
-        description="StyleGAN2 FFHQ 1024, FFHQ-aligned faces, Eq. 8 (LPIPS + identity + parsing)",
-        loss=eq8(),
-        preprocess=Preprocess(align="ffhq"),
-        blend_warmup_steps=BLEND_WARMUP,
-    )
+    return _paper_recipe("faces", "stylegan2-ffhq-1024",
+                         "StyleGAN2 FFHQ 1024, FFHQ-aligned faces, Eq. 8 (LPIPS + identity + parsing)",
+                         eq8(), Preprocess(align="ffhq"))
 
 
 def cars() -> Recipe:
-    return Recipe(
-        name="cars",
-        generator="stylegan2-car-config-f",
-        k=5,
-        description="StyleGAN2 LSUN cars: 384x512 content padded to a 512x512 frame, Eq. 5",
-        loss=eq5(),
-        preprocess=Preprocess(resize=(384, 512), pad_to=(512, 512), pad_value=-1.0),
-        blend_warmup_steps=BLEND_WARMUP,
-    )
+    return _paper_recipe("cars", "stylegan2-car-config-f",
+                         "StyleGAN2 LSUN cars: 384x512 content padded to a 512x512 frame, Eq. 5",
+                         eq5(), Preprocess(resize=(384, 512), pad_to=(512, 512), pad_value=-1.0))
 
 
 def cats() -> Recipe:
-    return Recipe(
-        name="cats",
-        generator="stylegan2-ada-afhqcat-512",
-        k=5,
-        description="StyleGAN2-ADA AFHQ cat 512, Eq. 5",
-        loss=eq5(),
-        blend_warmup_steps=BLEND_WARMUP,
-    )
+    return _paper_recipe("cats", "stylegan2-ada-afhqcat-512", "StyleGAN2-ADA AFHQ cat 512, Eq. 5", eq5())
 
 
 def dogs() -> Recipe:
-    return Recipe(
-        name="dogs",
-        generator="stylegan2-ada-afhqdog-512",
-        k=5,
-        description="StyleGAN2-ADA AFHQ dog 512, Eq. 5",
-        loss=eq5(),
-        blend_warmup_steps=BLEND_WARMUP,
-    )
+    return _paper_recipe("dogs", "stylegan2-ada-afhqdog-512", "StyleGAN2-ADA AFHQ dog 512, Eq. 5", eq5())
 
 
 @hookimpl
