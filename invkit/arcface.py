@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, CheckpointFile
+from .checkpoint import CheckpointError, CheckpointFile, load_frozen
 from .iresnet import BN_EPS, IRESNET50_DEPTHS, IRESNET_WIDTHS, STEM_WIDTH, IResNet, infer_stages
 
 ZOO_NAME = "arcface-r50"
@@ -92,13 +92,7 @@ class ArcFace(IResNet):
         if side * side * widths[3] != fc_in:
             raise ValueError(f"{source}: fc input {fc_in} is not {widths[3]} x side^2")
         net = cls(depths, widths, stem, emb, side * 16)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        # BatchNorm's step counters are unused in eval mode; files from old torch versions lack them.
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise ValueError(f"{source}: state dict does not match the insightface layout "
-                             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
-        return net.eval().requires_grad_(False)
+        return load_frozen(net, state, source, "insightface")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ArcFace:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .arcface import load_plain_state_dict
+from .checkpoint import load_frozen
 
 ZOO_NAME = "bisenet-face-parsing"
 
@@ -228,13 +229,7 @@ class BiSeNet(nn.Module):
         except KeyError:
             raise ValueError(f"{source}: not a face-parsing BiSeNet state dict (no conv_out.conv_out.weight)") from None
         net = cls(n_classes, input_size)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        # BatchNorm's step counters are unused in eval mode; files from old torch versions lack them.
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise ValueError(f"{source}: state dict does not match the BiSeNet layout "
-                             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
-        return net.eval().requires_grad_(False)
+        return load_frozen(net, state, source, "BiSeNet")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, input_size: int | None = 512) -> BiSeNet:

@@ -99,3 +99,18 @@ class CheckpointFile:
             return tensorfile.read_meta(self.path)
         except tensorfile.FileFormatError:
             return None
+
+
+def load_frozen(net: torch.nn.Module, state: dict[str, torch.Tensor], source: object, layout: str) -> torch.nn.Module:
+    """Load a released state dict into ``net`` strictly, then freeze it in eval mode.
+
+    Only BatchNorm's ``num_batches_tracked`` counters may be missing (unused in eval mode; files
+    from old torch versions lack them). Any other missing or unexpected key raises a
+    ``ValueError`` naming ``source`` and the ``layout`` it should have had.
+    """
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"{source}: state dict does not match the {layout} layout "
+                         f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    return net.eval().requires_grad_(False)
