@@ -61,6 +61,19 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+def _check_leftovers(state_dict: dict[str, torch.Tensor], keys, used: set[str], fixed: re.Pattern,
+                     kernel: torch.Tensor, source: str, hint: str = "") -> None:
+    """Keys not turned into parameters must be the fixed resampling filters (checked against
+    ``kernel``, since a different filter would be a different network); anything else is refused."""
+    for key in keys:
+        if fixed.fullmatch(key):
+            _check_filter(state_dict, key, kernel, source)
+            used.add(key)
+    extra = [k for k in keys if k not in used]
+    if extra:
+        raise StyleGAN2FormatError(f"{source}: unexpected key {extra[0]!r}{hint}")
+
+
 def _check_filter(sd: Mapping[str, Any], key: str, expected: torch.Tensor, source: str) -> None:
     """Resampling-filter buffers are fixed in the network; refuse files that use another one."""
     t = _tensor(sd, key, source)
@@ -184,14 +197,8 @@ def from_rosinality(
         p[f"torgbs.{b}.affine.weight"] = take(f"{src}.conv.modulation.weight")
         p[f"torgbs.{b}.affine.bias"] = take(f"{src}.conv.modulation.bias")
         p[f"torgbs.{b}.bias"] = take(f"{src}.bias").reshape(-1)
-    kernel = _blur_kernel()
-    for key in keys:
-        if _ROSINALITY_IGNORED.fullmatch(key):
-            _check_filter(state_dict, key, kernel, source)
-            used.add(key)
-    extra = [k for k in keys if k not in used]
-    if extra:
-        raise StyleGAN2FormatError(f"{source}: unexpected key {extra[0]!r} (not a skip-architecture StyleGAN2?)")
+    _check_leftovers(state_dict, keys, used, _ROSINALITY_IGNORED, _blur_kernel(), source,
+                     " (not a skip-architecture StyleGAN2?)")
 
     p["w_avg"] = torch.zeros(w_dim)
     G = _finish(G, p, source)
@@ -290,14 +297,7 @@ def from_nvlabs(
     for b, r in enumerate(resolutions):
         for name in ("weight", "bias", "affine.weight", "affine.bias"):
             p[f"torgbs.{b}.{name}"] = take(f"synthesis.b{r}.torgb.{name}")
-    kernel = _blur_kernel(gain=1.0)
-    for key in keys:
-        if _NVLABS_IGNORED.fullmatch(key):
-            _check_filter(state_dict, key, kernel, source)
-            used.add(key)
-    extra = [k for k in keys if k not in used]
-    if extra:
-        raise StyleGAN2FormatError(f"{source}: unexpected key {extra[0]!r}")
+    _check_leftovers(state_dict, keys, used, _NVLABS_IGNORED, _blur_kernel(gain=1.0), source)
     G = _finish(G, p, source)
     G.w_avg_source = "stored"
     return G
