@@ -362,7 +362,10 @@ def run_demo(out_dir: str | os.PathLike = "invkit-demo", n_eval: int = 64, n_sho
                 "glasses boundary conditioned on smile, yaw and hair; paper Eq. 1")
 
     sub = Inversion(ws[show], feats[show], encoder.k, G.fingerprint())
-    strengths = [-3.0, -1.5, 0.0, 1.5, 3.0]
+    # Every direction is unit length in W+, so one scale serves all strips: the calibrated glasses
+    # toggle strength, the step the (w, F) edit needs to change an attribute of this domain.
+    scale = _glasses_strength(glasses) if glasses is not None else 4.0
+    strengths = [-scale, -scale / 2, 0.0, scale / 2, scale]
     for name in EDIT_ATTRIBUTES[1:]:
         d = directions.get(name)
         if d is None:
