@@ -58,6 +58,8 @@ EDIT_ATTRIBUTES = ("glasses", "smile", "yaw", "hair")
 #: The direction the demo toggles glasses with: InterFaceGAN's conditional manipulation, the
 #: glasses boundary made orthogonal to the other three (the plain one drags hair along).
 TOGGLE_DIRECTION = "glasses_cond_smile_yaw_hair"
+#: |alpha| used when a direction file records no calibrated toggle strength.
+DEFAULT_TOGGLE_STRENGTH = 4.0
 #: Value ranges used to put attribute changes on one scale (hues are on a circle of length 1,
 #: so at most 0.5 apart).
 ATTRIBUTE_RANGES = {"glasses": 1.0, "smile": 2.0, "yaw": 2.0, "x": 2.0, "y": 2.0, "size": 1.0, "hair": 1.0,
@@ -348,8 +350,10 @@ def run_demo(out_dir: str | os.PathLike = "invkit-demo", n_eval: int = 64, n_sho
 
     # The binary attribute: glasses on where absent, off where present.
     glasses = directions.get(TOGGLE_DIRECTION)
+    # Every direction is unit length in W+, so one scale serves the toggle and all strips: the
+    # calibrated glasses toggle strength, the step the (w, F) edit needs to change an attribute.
+    strength = _glasses_strength(glasses) if glasses is not None else DEFAULT_TOGGLE_STRENGTH
     if glasses is not None:
-        strength = _glasses_strength(glasses)
         g = measure_glasses_edit(G, inv, glasses, net, strength)
         edited = g.pop("edited")
         results["glasses_edit"] = g
@@ -362,10 +366,7 @@ def run_demo(out_dir: str | os.PathLike = "invkit-demo", n_eval: int = 64, n_sho
                 "glasses boundary conditioned on smile, yaw and hair; paper Eq. 1")
 
     sub = Inversion(ws[show], feats[show], encoder.k, G.fingerprint())
-    # Every direction is unit length in W+, so one scale serves all strips: the calibrated glasses
-    # toggle strength, the step the (w, F) edit needs to change an attribute of this domain.
-    scale = _glasses_strength(glasses) if glasses is not None else 4.0
-    strengths = [-scale, -scale / 2, 0.0, scale / 2, scale]
+    strengths = [-strength, -strength / 2, 0.0, strength / 2, strength]
     for name in EDIT_ATTRIBUTES[1:]:
         d = directions.get(name)
         if d is None:
@@ -399,7 +400,7 @@ def run_demo(out_dir: str | os.PathLike = "invkit-demo", n_eval: int = 64, n_sho
 def _glasses_strength(direction: Direction) -> float:
     """The |alpha| of the glasses toggle: twice the distance of the average code to the boundary
     range of the training codes, stored when the direction was fit (default 4)."""
-    return float(direction.stats.get("demo_strength", 4.0))
+    return float(direction.stats.get("demo_strength", DEFAULT_TOGGLE_STRENGTH))
 
 
 def _write_report(out: Path, results: dict[str, Any], pictures: list[tuple[str, str, str]]) -> Path:
