@@ -134,10 +134,15 @@ def render(attrs: FaceAttributes, resolution: int = RESOLUTION) -> Image.Image:
     if attrs.hair > 0.05:
         hair_col = _rgb(attrs.skin_hue + 0.5, 0.5, 0.35)
         depth = radius * (0.1 + 0.5 * attrs.hair)
-        box = [cx - radius * 1.04, cy - radius * 1.14, cx + radius * 1.04, cy + radius * 1.02]
-        # the chord of the head ellipse at height (top + depth) bounds the cap from below
-        half = math.degrees(math.acos(max(-1.0, min(1.0, 1 - depth / (radius * 1.08)))))
-        draw.chord(box, 270 - half, 270 + half, fill=hair_col)
+        # The cap is the part of the head's bounding ellipse above the chord at height
+        # (top + depth), drawn as a polygon: Pillow's `chord` with small angles draws a stray
+        # line across the image.
+        a, b = radius * 1.04, radius * 1.08
+        ey = cy - radius * 0.06
+        half = math.acos(max(-1.0, min(1.0, 1 - depth / b)))
+        arc = [(cx + a * math.sin(t), ey - b * math.cos(t))
+               for t in np.linspace(-half, half, 64)]
+        draw.polygon(arc, fill=hair_col)
 
     # Facial features slide sideways with yaw (a cheap head turn).
     fx = cx + attrs.yaw * radius * 0.35
