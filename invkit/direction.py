@@ -30,6 +30,12 @@ class Direction:
         generator_fingerprint: :meth:`Generator.fingerprint` of its generator.
         attribute: the semantic attribute, when known.
         stats: eigenvalue, validation accuracy, ... (JSON-serialisable).
+        strength: the calibrated |alpha| of a clear edit along this direction (None: unknown).
+            Directions are unit vectors, so how far to move depends on the generator and the
+            attribute; whoever fits a direction can measure it (``invkit directions`` stores the
+            spread of the fitting codes along it; the demo's directions store the step that
+            moves their attribute by a set amount). ``invkit edit`` and the demo strips span
+            ``[-strength, strength]`` by default.
     """
 
     vector: torch.Tensor
@@ -40,6 +46,7 @@ class Direction:
     layers: list[int] = field(default_factory=list)
     attribute: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
+    strength: float | None = None
 
     def __post_init__(self) -> None:
         if self.space not in ("z", "w", "w+"):
@@ -50,6 +57,10 @@ class Direction:
                 f"a {self.space!r} direction needs a {want}-D vector, got shape {list(self.vector.shape)}"
             )
         self.layers = [int(i) for i in self.layers]
+        if self.strength is not None:
+            self.strength = float(self.strength)
+            if not (self.strength > 0 and self.strength < float("inf")):
+                raise ValueError(f"direction {self.name!r}: strength must be a positive finite number, got {self.strength}")
 
     def check(self, generator) -> None:
         """Refuse a generator this direction was not made for, or a shape that does not fit."""
@@ -104,13 +115,19 @@ class Direction:
             raise ValueError(f"direction {self.name!r} lives in {self.space.upper()}, not Z")
         return z + strength * self.vector.to(z)
 
+    def __repr__(self) -> str:
+        shape = "x".join(str(n) for n in self.vector.shape)
+        strength = "" if self.strength is None else f", strength={self.strength:g}"
+        return (f"Direction(name={self.name!r}, editor={self.editor!r}, space={self.space!r}, vector=[{shape}], "
+                f"layers={self.layers}{strength}, generator={self.generator_fingerprint!r})")
+
     def save(self, path: str | os.PathLike) -> Path:
         return tensorfile.save(
             path,
             {"vector": self.vector},
             {"kind": KIND, "space": self.space, "name": self.name, "editor": self.editor,
              "generator_fingerprint": self.generator_fingerprint, "layers": self.layers,
-             "attribute": self.attribute, "stats": self.stats},
+             "attribute": self.attribute, "stats": self.stats, "strength": self.strength},
         )
 
     @classmethod
@@ -118,7 +135,7 @@ class Direction:
         tensors, meta = tensorfile.load(path, kind=KIND)
         return cls(tensors["vector"], meta["space"], meta["name"], meta["editor"],
                    meta["generator_fingerprint"], meta.get("layers", []), meta.get("attribute", ""),
-                   meta.get("stats", {}))
+                   meta.get("stats", {}), meta.get("strength"))
 
 
 def save_directions(directions: list[Direction], folder: str | os.PathLike) -> list[Path]:

@@ -155,3 +155,27 @@ def mix(
     ab = G.synthesize_from(inv_a.k, inv_a.features, inv_b.ws, noise)
     ba = G.synthesize_from(inv_a.k, inv_b.features, inv_a.ws, noise)
     return ab, ba
+
+
+def spread_strength(direction: Direction, ws: torch.Tensor, spread: float = 2.0) -> float:
+    """A default edit strength: ``spread`` standard deviations of the codes along the direction.
+
+    Each code's coordinate along the direction is ``t = <ws, delta> / <delta, delta>`` with
+    ``delta = direction.apply(0, 1)`` (so ``t`` is in units of alpha); the result is
+    ``spread * std(t)``: moving that far keeps an edit inside the range the codes cover.
+
+    Args:
+        direction: a W or W+ direction.
+        ws: codes ``[N, num_ws, w_dim]`` (N >= 2) the direction will be applied to, e.g. the
+            encoder's codes it was fit on, or mapping-network samples.
+        spread: how many standard deviations.
+    """
+    if ws.ndim != 3 or len(ws) < 2:
+        raise ValueError(f"need codes [N >= 2, num_ws, w_dim], got {list(ws.shape)}")
+    ws = ws.detach().double()
+    delta = direction.apply(torch.zeros_like(ws[:1]), 1.0)[0]
+    norm2 = delta.square().sum()
+    if norm2 <= 0:
+        raise ValueError(f"direction {direction.name!r} is zero on the rows it applies to")
+    t = (ws * delta).sum((1, 2)) / norm2
+    return float(spread * t.std())

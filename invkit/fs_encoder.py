@@ -280,7 +280,7 @@ def load_encoder(
     nor K, and ``k`` defaults to the official 5; ``input_size`` is the official 256 unless the
     file was trained otherwise). ``w_avg`` replaces the average latent added to the heads.
     """
-    path = _resolve(path)
+    path = _resolve_encoder(path)
     ckpt = CheckpointFile(path)
     meta = ckpt.invkit_meta()
     if meta is not None:
@@ -313,15 +313,10 @@ def load_encoder(
     return enc.to(device).eval()
 
 
-def _resolve(source: str | os.PathLike) -> Path:
-    path = Path(source)
-    if path.exists():
-        return path
-    from . import zoo
+def _resolve_encoder(source: str | os.PathLike) -> Path:
+    from .loading import resolve
 
-    if zoo.has(str(source)) or "://" in str(source):
-        return zoo.fetch(str(source))
-    raise FileNotFoundError(f"{source}: no such encoder file")
+    return resolve(source, kind="encoder")
 
 
 def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], source: str,

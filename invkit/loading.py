@@ -14,9 +14,10 @@ from .generator import Generator
 GENERATOR_KIND = "generator"
 
 
-def _resolve(source: str | os.PathLike) -> Path:
-    """A local path for ``source``: an existing path, else a zoo name or URL (downloaded to the
-    cache, or found there when offline)."""
+def resolve(source: str | os.PathLike, kind: str = "generator") -> Path:
+    """A local path for ``source``: an existing path; else a zoo name or URL (downloaded to the
+    cache, or found there when offline); else the name of a registered recipe that ships a
+    pretrained ``kind`` ("generator" or "encoder"; e.g. ``toy``, the demo's models)."""
     path = Path(source)
     if path.exists():
         return path
@@ -25,7 +26,14 @@ def _resolve(source: str | os.PathLike) -> Path:
 
     if "://" in text or zoo.has(text):
         return zoo.fetch(text)
-    raise FileNotFoundError(f"{source}: no such file, and not a zoo name (see `invkit zoo`)")
+    if text in plugins.recipes():
+        entry = plugins.recipes().get(text)
+        pretrained = getattr(entry.obj, "pretrained", None)
+        if pretrained is not None:
+            return Path(pretrained(kind))
+        raise FileNotFoundError(f"{source}: recipe {text!r} ({entry.distribution}) ships no pretrained {kind}")
+    raise FileNotFoundError(f"{source}: no such file, and not a zoo name or a recipe with a pretrained {kind} "
+                            f"(see `invkit zoo`, `invkit recipes`)")
 
 
 def identify(checkpoint: CheckpointFile) -> str:
@@ -60,7 +68,7 @@ def load_generator(
         adapter: force this adapter instead of asking the plugins which one reads the file.
         device: where to put the generator; it is returned in ``eval()`` mode.
     """
-    checkpoint = CheckpointFile(_resolve(source))
+    checkpoint = CheckpointFile(resolve(source))
     meta = checkpoint.invkit_meta()
     if meta is not None and adapter is None:
         if meta.get("kind") != GENERATOR_KIND:

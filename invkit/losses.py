@@ -15,7 +15,11 @@ identity   faces: ``sum_{l=1..5} (1 - cos(A_l(x), A_l(y)))`` over ArcFace's 4 st
            outputs and its embedding, for ``y = G(w)`` and ``y = G(w, F)``
 parsing    faces: ``sum_{j=1..3} (1 - cos(P_j(x), P_j(y)))`` over BiSeNet's 3 output    lambda4 = 0.1
            heads, for ``y = G(w)`` and ``y = G(w, F)``
-total      ``mse + lambda1 lpips + lambda2 feature + lambda3 identity + lambda4 parsing``
+mse_real   ``||x - G(w)||^2 + ||x - G(w, F)||^2`` (means) on every image, real ones    ``mse_real`` (0)
+           included; off in the paper's objective, used by recipes whose perceptual
+           network is weak (the ``toy`` recipe)
+total      ``mse + lambda1 lpips + lambda2 feature + lambda3 identity + lambda4 parsing
+           + mse_real mse_real``
 ========== ======================================================================== ==========
 
 The lambda values and their assignment are those of the paper and of the official release's
@@ -52,6 +56,7 @@ class LossWeights:
     feature: float = 0.01  # lambda2
     identity: float = 0.1  # lambda3
     parsing: float = 0.1   # lambda4
+    mse_real: float = 0.0  # pixel term on both reconstructions of every image (not in the paper)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -152,6 +157,10 @@ class FeatureStyleLoss(nn.Module):
         else:
             out["mse"] = zero
 
+        if self.weights.mse_real > 0:
+            out["mse_real"] = F.mse_loss(rec_w, x) + F.mse_loss(rec_wf, x)
+        else:
+            out["mse_real"] = zero
         out["lpips_w"] = self.multiscale_lpips(x, rec_w)
         out["lpips_wf"] = self.multiscale_lpips(x, rec_wf)
         out["lpips"] = out["lpips_w"] + out["lpips_wf"]
@@ -171,5 +180,5 @@ class FeatureStyleLoss(nn.Module):
 
         w = self.weights
         out["total"] = (w.mse * out["mse"] + w.lpips * out["lpips"] + w.feature * out["feature"]
-                        + w.identity * out["identity"] + w.parsing * out["parsing"])
+                        + w.identity * out["identity"] + w.parsing * out["parsing"] + w.mse_real * out["mse_real"])
         return out

@@ -39,3 +39,23 @@ def parse_float_steps(text: str) -> list[float]:
         return [float(p) for p in text.split(",") if p.strip()]
     except ValueError:
         raise ValueError(f"bad number list {text!r}") from None
+
+
+def default_threads() -> int:
+    """Torch CPU threads for a command on this machine now: the cores this process may use,
+    less the ones other processes keep busy (1-minute load average), at least 1.
+
+    torch's default (every core) oversubscribes a loaded machine, where its threads then wait
+    on each other: on 2 shared cores that was 5-15x slower than one thread.
+    """
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except OSError:
+        busy = 0
+    return max(1, min(cores, cores - busy))

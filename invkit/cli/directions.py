@@ -101,6 +101,7 @@ def run_sefa(args) -> int:
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     dirs = _editor("sefa").fit(generator=G, layers=_layers(args.layers), top=args.top, space=args.space,
                                include_torgb=args.include_torgb, normalize=args.normalize)
+    _calibrate(dirs, _mapped_codes(G))
     return _write(dirs, args, ("eigenvalue", "explained"))
 
 
@@ -108,6 +109,7 @@ def run_ganspace(args) -> int:
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     dirs = _editor("ganspace").fit(generator=G, components=args.components, layers=_layers(args.layers),
                                    samples=args.samples, seed=args.seed, space=args.space)
+    _calibrate(dirs, _mapped_codes(G))
     return _write(dirs, args, ("std", "explained"))
 
 
@@ -120,7 +122,27 @@ def run_interfacegan(args) -> int:
         method=args.method, C=args.C, ratio=args.ratio, split=args.split, seed=args.seed,
         condition_on=conditions,
     )
+    _calibrate(dirs, codes.ws)
     return _write(dirs, args, ("val_accuracy", "train_accuracy", "n_train", "n_val"))
+
+
+def _mapped_codes(G, n: int = 2000, seed: int = 0):
+    """``ws [n, num_ws, w_dim]`` of mapping-network samples (the codes generator-only editors act on)."""
+    import torch
+
+    with torch.no_grad():
+        z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)
+        return G.mapping(z)
+
+
+def _calibrate(dirs: list[Direction], ws) -> None:
+    """Record a default strength (2 standard deviations of the codes along each direction) where
+    the editor gave none; ``invkit edit`` then spans ``[-strength, strength]``."""
+    from ..editing import spread_strength
+
+    for d in dirs:
+        if d.strength is None and d.space != "z":
+            d.strength = spread_strength(d, ws)
 
 
 def read_labels(path: str | Path, attribute: str, names: list[str], codes_path: str | Path = "codes") -> list[float]:
@@ -178,10 +200,11 @@ def _write(dirs: list[Direction], args, stat_keys: tuple[str, ...]) -> int:
             raise ValueError(f"{out}: already holds {', '.join(clash)}; pass --overwrite to replace them")
     for d, p in zip(dirs, paths):
         d.save(p)
-    table = Table("file", "space", "ws rows", *stat_keys, title=f"{len(dirs)} {dirs[0].editor} directions")
+    table = Table("file", "space", "ws rows", "strength", *stat_keys,
+                  title=f"{len(dirs)} {dirs[0].editor} directions")
     for d, p in zip(dirs, paths):
         stats = [_fmt(d.stats.get(k)) for k in stat_keys]
-        table.add_row(p.name, d.space, _rows(d.layers), *stats)
+        table.add_row(p.name, d.space, _rows(d.layers), _fmt(d.strength), *stats)
     Console().print(table)
     return 0
 

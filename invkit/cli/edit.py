@@ -33,8 +33,9 @@ def register(sub) -> None:
     p = sub.add_parser("edit", help="edit images along a direction, one strip of strengths per image")
     p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name or URL")
     p.add_argument("--direction", "-d", required=True, help="direction file (invkit directions ...)")
-    p.add_argument("--strength", "-s", default="-3:3:7",
-                   help="START:STOP:COUNT or a comma list of strengths (default -3:3:7)")
+    p.add_argument("--strength", "-s", default=None,
+                   help="START:STOP:COUNT or a comma list of strengths (default: -S:S:5 with the direction's "
+                        "calibrated strength S, or -3:3:7 when it records none)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", "-i", help="folder of images to invert with --encoder")
     src.add_argument("--codes", help="codes file written by `invkit invert` (instead of --encoder/--images)")
@@ -57,7 +58,6 @@ def run(args) -> int:
     from .invert import output_names
 
     console = Console(stderr=True, soft_wrap=True)
-    strengths = parse_float_steps(args.strength)
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.images and not args.encoder:
@@ -65,6 +65,7 @@ def run(args) -> int:
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     direction = Direction.load(args.direction)
     direction.check(G)  # refuse before any encoding work
+    strengths = parse_float_steps(args.strength or default_strengths(direction))
     out = Path(args.out)
 
     if args.codes:
@@ -105,6 +106,13 @@ def run(args) -> int:
         console.print(f"[red]{len(skipped)} image(s) skipped:[/red] {', '.join(skipped)}", highlight=False)
         return 1
     return 0
+
+
+def default_strengths(direction: Direction) -> str:
+    """``-S:S:5`` for a direction with a calibrated strength S, else ``-3:3:7``."""
+    if direction.strength is None:
+        return "-3:3:7"
+    return f"{-direction.strength:g}:{direction.strength:g}:5"
 
 
 def _refuse_overwrite(out: Path, names: list[str], overwrite: bool) -> None:

@@ -1,6 +1,7 @@
 """``invkit train``: train a Feature-Style encoder from a recipe, or resume a run.
 
     invkit train faces --data ffhq/ --out runs/faces
+    invkit train toy --out runs/toy              # the demo's recipe brings its own images and loss
     invkit train cars --data cars/ --generator car.pkl --set schedule.lr=5e-5 --set keep_last=5
     torchrun --nproc_per_node 4 -m invkit train faces --data ffhq/ --out runs/faces
 
@@ -13,13 +14,15 @@ import logging
 
 from rich.console import Console
 
+from .. import plugins
 from ..recipe import Recipe, get_recipe
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a Feature-Style encoder from a recipe (resumes an existing run)")
     p.add_argument("recipe", help="a registered recipe (see `invkit recipes`) or a recipe .json file")
-    p.add_argument("--data", "-d", help="folder of real training images (searched recursively)")
+    p.add_argument("--data", "-d", help="folder of real training images (searched recursively; default: the "
+                                        "recipe's own images, for recipes that ship them such as toy)")
     p.add_argument("--generator", "-g", help="generator checkpoint, zoo name or URL (default: the recipe's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting, e.g. schedule.lr=5e-5 or loss.lpips=0.5 (repeatable)")
@@ -38,7 +41,12 @@ def run(args) -> int:
     recipe: Recipe = get_recipe(args.recipe).with_overrides(args.overrides)
     if args.generator:
         recipe = recipe.with_overrides([f"generator={args.generator}"])
-    if recipe.schedule.batch_real > 0 and not args.data:
+    # A registered recipe may bring its own real images and objective (docs/plugins.md).
+    entry = plugins.recipes().get(recipe.name) if recipe.name in plugins.recipes() else None
+    data, loss = args.data, getattr(entry.obj, "loss", None) if entry is not None else None
+    if data is None and entry is not None and hasattr(entry.obj, "training_data"):
+        data = entry.obj.training_data(recipe)
+    if recipe.schedule.batch_real > 0 and data is None:
         raise ValueError(f"recipe {recipe.name!r} trains on real images: pass --data DIR "
                          f"(or --set schedule.batch_real=0 for synthetic images only)")
     out = args.out or f"runs/{recipe.name}"
@@ -50,7 +58,7 @@ def run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from ..training import train
 
-    result = train(recipe, args.data, generator=recipe.generator, out_dir=out, device=args.device,
+    result = train(recipe, data, generator=recipe.generator, out_dir=out, device=args.device, loss=loss,
                    progress=not args.no_progress, max_steps=args.max_steps, report=report)
     if rank == 0:
         total = recipe.schedule.total_steps
