@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from invkit import resample
 from invkit.generator import Generator, LayerInfo, NoiseArg, StyleAffine
 from invkit.hookspecs import hookimpl
+from invkit.ops import resample
 
 ADAPTER_NAME = "stylegan2"
 SQRT2 = math.sqrt(2.0)
@@ -77,7 +77,7 @@ def upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 def upsample2x_fast(x: torch.Tensor) -> torch.Tensor:
     """:func:`upsample2x` with the [1, 3, 3, 1] blur, computed polyphase and separably
-    (:func:`invkit.resample.upfirdn2d`): no zero-stuffed map, 2 x 4 taps instead of 16."""
+    (:func:`invkit.ops.resample.upfirdn2d`): no zero-stuffed map, 2 x 4 taps instead of 16."""
     return resample.upfirdn2d(x, BLUR_1D.to(x.device), up=2, padding=(2, 1, 2, 1), gain=4.0, impl="fast")
 
 
@@ -222,7 +222,7 @@ def modulated_conv2d_fast(x: torch.Tensor, weight: torch.Tensor, styles: torch.T
                           demodulate: bool = True, up: bool = False, mode: str = "auto",
                           weight_sq: torch.Tensor | None = None) -> torch.Tensor:
     """The fast path's modulated conv: the strategy ``mode`` (see :data:`MODCONV_MODES`) in the
-    memory format that suits the map size (:func:`invkit.resample.conv_layout`). Same result as
+    memory format that suits the map size (:func:`invkit.ops.resample.conv_layout`). Same result as
     :func:`modulated_conv2d`. ``weight_sq [C_out, C_in]``: ``Σ_k W²`` if already known; with it
     the demodulation coefficients cost one ``[B, C_in] @ [C_in, C_out]`` product, whatever the
     strategy."""
@@ -399,7 +399,7 @@ class StyleGAN2Generator(Generator):
     adapter_name = ADAPTER_NAME
     #: Where ``w_avg`` came from: "stored" in the checkpoint, or how it was computed.
     w_avg_source: str = "stored"
-    #: Modulated-conv strategy of the fast path (``invkit.resample.set_impl("fast")``, the
+    #: Modulated-conv strategy of the fast path (``invkit.ops.resample.set_impl("fast")``, the
     #: default): "auto", "grouped" or "stationary" (see :func:`choose_modconv`). The reference
     #: path always modulates the weights, one conv group per sample.
     modconv: str = "auto"

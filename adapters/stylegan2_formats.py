@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from invkit.checkpoint import CheckpointError, CheckpointFile
+from invkit.io.checkpoint import CheckpointError, CheckpointFile
 
 from .stylegan2 import StyleGAN2Generator, _blur_kernel
 
@@ -357,7 +357,7 @@ def load_checkpoint(checkpoint: CheckpointFile) -> StyleGAN2Generator:
         return from_nvlabs(net.state_dict, net.init_kwargs, source)
     meta = checkpoint.invkit_meta()
     if meta is not None and meta.get("kind") == "generator" and meta.get("adapter") == "stylegan2":
-        from invkit import tensorfile
+        from invkit.io import tensorfile
 
         from .stylegan2 import from_config
 

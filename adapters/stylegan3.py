@@ -3,7 +3,7 @@
 A plain-PyTorch re-implementation of NVlabs' ``networks_stylegan3.Generator`` whose state-dict keys
 are the official ones, so official weights load with ``load_state_dict`` and the reference vectors
 are reproduced to float32 noise. Nothing here needs compiled ops; the resampling ops live in
-:mod:`invkit.upfirdn`.
+:mod:`invkit.ops.upfirdn`.
 
 The network, from ``z`` to the image:
 
@@ -20,7 +20,7 @@ The network, from ``z`` to the image:
 * **synthesis layers** ``L0 .. L{num_layers}`` (layer index k = j + 1 for ``Lj``, reading
   ``ws[:, j + 1]``) -- modulated conv (``conv_kernel`` 3 for T, 1 for R; weight and style
   pre-normalised, demodulated, input scaled by ``rsqrt(magnitude_ema)``), then the filtered leaky
-  ReLU of :func:`invkit.upfirdn.filtered_lrelu`: bias, up-sample x2 (x4 where the sampling rate
+  ReLU of :func:`invkit.ops.upfirdn.filtered_lrelu`: bias, up-sample x2 (x4 where the sampling rate
   doubles), ``lrelu * sqrt(2)``, clamp to ``conv_clamp``, low-pass and down-sample x2. The filters
   are Kaiser low-pass filters (separable; radial 2-D down filters for R, except in the
   critically sampled last layers). Feature maps carry a 10-pixel margin on each side except the
@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from invkit import resample
 from invkit.generator import Generator, LayerInfo, NoiseArg, StyleAffine
 from invkit.hookspecs import hookimpl
-from invkit.upfirdn import design_lowpass_filter
+from invkit.ops import resample
+from invkit.ops.upfirdn import design_lowpass_filter
 
 ADAPTER_NAME = "stylegan3"
 
@@ -512,9 +512,9 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, modconv: str = "auto") -> torch.Tensor:
         """Modulated conv then filtered leaky ReLU. With the fast ops (the default) the
         activations are channels_last, the cheaper modulated-conv strategy is picked per shape
-        and the up-sampled map never exists in full (:func:`invkit.resample.filtered_lrelu`);
+        and the up-sampled map never exists in full (:func:`invkit.ops.resample.filtered_lrelu`);
         under ``resample.use_impl("reference")`` the plain oracle ops of
-        :mod:`invkit.upfirdn` run instead."""
+        :mod:`invkit.ops.upfirdn` run instead."""
         spec = self.spec
         conv = modulated_conv2d
         if resample.get_impl() == "fast":
@@ -583,7 +583,7 @@ class StyleGAN3Generator(Generator):
     """
 
     adapter_name = ADAPTER_NAME
-    #: Modulated-conv strategy of the fast path (``invkit.resample.set_impl("fast")``, the
+    #: Modulated-conv strategy of the fast path (``invkit.ops.resample.set_impl("fast")``, the
     #: default): "auto", "grouped" or "stationary" (see :func:`choose_modconv`). The reference
     #: path always modulates the weights, one conv group per sample.
     modconv: str = "auto"
@@ -776,7 +776,7 @@ def _is_stylegan3_state(state_dict: Mapping[str, Any]) -> bool:
 def load(checkpoint, device: str | torch.device = "cpu") -> StyleGAN3Generator:
     """Adapter entry point: an NVlabs network pickle (read without executing its code) or a
     torch file holding ``state_dict`` and ``init_kwargs`` -> generator on ``device``."""
-    from invkit.checkpoint import CheckpointError
+    from invkit.io.checkpoint import CheckpointError
 
     if checkpoint.format == "pickle":
         from .nvlabs import read_network

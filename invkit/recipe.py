@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import atomic
+from .io import atomic
 from .losses import LossWeights
 
 RECIPE_FORMAT = 1

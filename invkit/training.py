@@ -58,10 +58,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import atomic, tensorfile
 from .data import ImageFolder, RealImageStream, _flatten
 from .generator import Generator
-from .images import save_grid
+from .io import atomic, tensorfile
+from .io.images import save_grid
 from .recipe import Recipe, RecipeError, Schedule
 
 log = logging.getLogger(__name__)
@@ -555,16 +555,16 @@ def default_loss(generator: Generator, recipe: Recipe) -> nn.Module:
     """The paper's objective with ``recipe.loss`` as weights and ``recipe.loss_networks`` as its
     auxiliary networks (ArcFace and the face parser only when their weight is non-zero)."""
     from .losses import FeatureStyleLoss
-    from .lpips import LPIPS
+    from .nets.lpips import LPIPS
 
     nets = recipe.loss_networks
     arcface = parser = None
     if recipe.loss.identity > 0:
-        from .arcface import ArcFace
+        from .nets.arcface import ArcFace
 
         arcface = ArcFace.from_file(nets.arcface) if Path(nets.arcface).is_file() else ArcFace.from_zoo(nets.arcface)
     if recipe.loss.parsing > 0:
-        from .bisenet import BiSeNet
+        from .nets.bisenet import BiSeNet
 
         parser = BiSeNet.from_file(nets.parser) if Path(nets.parser).is_file() else BiSeNet.from_zoo(nets.parser)
     return FeatureStyleLoss(LPIPS(nets.lpips_net, trunk=nets.lpips_trunk), recipe.loss, arcface=arcface,

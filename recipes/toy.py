@@ -42,7 +42,7 @@ from torch import nn
 from ..direction import Direction
 from ..generator import Generator
 from ..hookspecs import hookimpl
-from ..images import make_grid, save_image
+from ..io.images import make_grid, save_image
 from ..recipe import EncoderSpec, Recipe, Schedule
 from . import toy_attributes, toy_domain
 
@@ -430,7 +430,7 @@ def _write_report(out: Path, results: dict[str, Any], pictures: list[tuple[str, 
         parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p><img src='{name}' alt='{name}'>")
     parts.append("</body></html>")
     path = out / "report.html"
-    from ..atomic import atomic_path
+    from ..io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         Path(tmp).write_text("\n".join(parts), encoding="utf-8")

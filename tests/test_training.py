@@ -14,7 +14,7 @@ from torch import nn
 
 from invkit.data import ImageFolder, RealImageStream, ResumableSampler, pad_to_frame, preprocess_image
 from invkit.fs_encoder import FeatureStyleEncoder, load_encoder
-from invkit.images import load_image
+from invkit.io.images import load_image
 from invkit.losses import FeatureStyleLoss, LossWeights
 from invkit.recipe import EncoderSpec, LossNetworks, Preprocess, Recipe, Schedule
 from invkit.testing import tiny_stylegan2
