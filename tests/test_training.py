@@ -25,10 +25,9 @@ from invkit.training import (
     build_optimizer,
     build_scheduler,
     centralize_gradients,
-    flatten_state,
     load_checkpoint,
-    unflatten_state,
 )
+from invkit.training.checkpoints import flatten_state, unflatten_state
 
 TINY_ENCODER = EncoderSpec(depths=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_width=8, input_size=16)
 
