@@ -11,12 +11,8 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 
-from invkit.adapters.stylegan3 import (
-    StyleGAN3Generator,
-    from_nvlabs,
-    normalize_kwargs,
-    synthesis_schedule,
-)
+from invkit.adapters.stylegan3 import StyleGAN3Generator, from_nvlabs, normalize_kwargs
+from invkit.adapters.stylegan3_schedule import synthesis_schedule
 from invkit.ops.upfirdn import design_lowpass_filter, filtered_lrelu, upfirdn2d
 
 TINY = {
