@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from invkit import safe_pickle
-from invkit.checkpoint import CheckpointError, CheckpointFile
 from invkit.hookspecs import hookimpl
-from invkit.safe_pickle import Record
+from invkit.io import safe_pickle
+from invkit.io.checkpoint import CheckpointError, CheckpointFile
+from invkit.io.safe_pickle import Record
 
 from . import tf_stylegan2
 
@@ -115,7 +115,7 @@ def _persistent_record(meta: Any) -> PersistentRecord:
     return PersistentRecord(meta)
 
 
-#: The NVlabs entries of the allow-list (on top of :func:`invkit.safe_pickle.standard_globals`).
+#: The NVlabs entries of the allow-list (on top of :func:`invkit.io.safe_pickle.standard_globals`).
 NVLABS_GLOBALS: dict[safe_pickle.GlobalName, Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_record,
     ("dnnlib.util", "EasyDict"): dict,
@@ -266,8 +266,8 @@ def read_network(checkpoint: CheckpointFile | str | os.PathLike) -> NVlabsNetwor
     and the adapter's ``load`` read the file once.
 
     Raises:
-        invkit.safe_pickle.UnsafePickleError: the pickle names a global outside the allow-list.
-        invkit.checkpoint.CheckpointError: not a pickle, truncated/corrupt, or not a generator
+        invkit.io.safe_pickle.UnsafePickleError: the pickle names a global outside the allow-list.
+        invkit.io.checkpoint.CheckpointError: not a pickle, truncated/corrupt, or not a generator
             layout this reader knows (the message names the file).
     """
     if not isinstance(checkpoint, CheckpointFile):

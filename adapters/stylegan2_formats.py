@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
-from invkit.checkpoint import CheckpointError, CheckpointFile
+from invkit.io.checkpoint import CheckpointError, CheckpointFile
 
-from .stylegan2 import StyleGAN2Generator, _blur_kernel
+from .stylegan2_layers import blur_kernel
+from .stylegan2_network import StyleGAN2Generator, from_config
 
 #: Number of z and seed used for ``w_avg`` when a checkpoint has none (rosinality train.py).
 W_AVG_SAMPLES = 10_000
@@ -197,7 +198,7 @@ def from_rosinality(
         p[f"torgbs.{b}.affine.weight"] = take(f"{src}.conv.modulation.weight")
         p[f"torgbs.{b}.affine.bias"] = take(f"{src}.conv.modulation.bias")
         p[f"torgbs.{b}.bias"] = take(f"{src}.bias").reshape(-1)
-    _check_leftovers(state_dict, keys, used, _ROSINALITY_IGNORED, _blur_kernel(), source,
+    _check_leftovers(state_dict, keys, used, _ROSINALITY_IGNORED, blur_kernel(), source,
                      " (not a skip-architecture StyleGAN2?)")
 
     p["w_avg"] = torch.zeros(w_dim)
@@ -297,7 +298,7 @@ def from_nvlabs(
     for b, r in enumerate(resolutions):
         for name in ("weight", "bias", "affine.weight", "affine.bias"):
             p[f"torgbs.{b}.{name}"] = take(f"synthesis.b{r}.torgb.{name}")
-    _check_leftovers(state_dict, keys, used, _NVLABS_IGNORED, _blur_kernel(gain=1.0), source)
+    _check_leftovers(state_dict, keys, used, _NVLABS_IGNORED, blur_kernel(gain=1.0), source)
     G = _finish(G, p, source)
     G.w_avg_source = "stored"
     return G
@@ -357,9 +358,8 @@ def load_checkpoint(checkpoint: CheckpointFile) -> StyleGAN2Generator:
         return from_nvlabs(net.state_dict, net.init_kwargs, source)
     meta = checkpoint.invkit_meta()
     if meta is not None and meta.get("kind") == "generator" and meta.get("adapter") == "stylegan2":
-        from invkit import tensorfile
+        from invkit.io import tensorfile
 
-        from .stylegan2 import from_config
 
         tensors, meta = tensorfile.load(checkpoint.path, kind="generator")
         return from_config(meta["config"], tensors)
@@ -398,7 +398,7 @@ def to_rosinality(G: StyleGAN2Generator) -> dict[str, torch.Tensor]:
     if G.config["mapping_lr_mul"] != 0.01 or len(set(G.config["mapping_dims"])) != 1:
         raise ValueError("rosinality's Generator needs z_dim == w_dim == every mapping width and lr_mlp 0.01")
     sd = {k: v.detach().cpu() for k, v in G.state_dict().items()}
-    kernel = _blur_kernel()
+    kernel = blur_kernel()
     out: dict[str, torch.Tensor] = {}
     for i in range(len(G.mapping_net.fcs)):
         out[f"style.{i + 1}.weight"] = sd[f"mapping_net.fcs.{i}.weight"]
@@ -439,7 +439,7 @@ def to_nvlabs(G: StyleGAN2Generator) -> tuple[dict[str, torch.Tensor], dict[str,
     reproduce ``G.channels`` with NVlabs' formula when such values exist (the official code
     derives widths from them; invkit reads the shapes)."""
     sd = {k: v.detach().cpu() for k, v in G.state_dict().items()}
-    filt = _blur_kernel(gain=1.0)
+    filt = blur_kernel(gain=1.0)
     out: dict[str, torch.Tensor] = {}
     for b, _ in enumerate(G.torgbs):
         r = 4 * 2 ** b

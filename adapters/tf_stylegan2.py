@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from invkit.checkpoint import CheckpointError
-from invkit.safe_pickle import Record
+from invkit.io.checkpoint import CheckpointError
+from invkit.io.safe_pickle import Record
 
 #: ``dnnlib.tflib.network.Network.__getstate__`` versions with the StyleGAN2 layout.
 MIN_VERSION = 4

@@ -1,8 +1,8 @@
 """Synthesis speed and memory of the StyleGAN2 / StyleGAN3 adapters, fast path vs reference path.
 
 Each adapter is built at an official full-size configuration with random weights (seeded), and
-``G.synthesize(ws)`` is timed for batch 1 and 4 with the fast ops (``invkit.resample``, the
-default) and with the reference ops (``invkit.upfirdn``, the test oracle). Every
+``G.synthesize(ws)`` is timed for batch 1 and 4 with the fast ops (``invkit.ops.resample``, the
+default) and with the reference ops (``invkit.ops.upfirdn``, the test oracle). Every
 (config, batch, path) runs in a fresh subprocess so that its peak memory is its own:
 
 * time per image: median of ``--repeat`` timed runs after one warm-up run, divided by the batch
@@ -83,7 +83,8 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from invkit import inference, resample
+    from invkit import inference
+    from invkit.ops import resample
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -31,7 +31,7 @@ from rich.table import Table
 
 from invkit.adapters.stylegan2 import StyleGAN2Generator
 from invkit.losses import FeatureStyleLoss, LossWeights
-from invkit.lpips import LPIPS
+from invkit.nets.lpips import LPIPS
 from invkit.recipe import EncoderSpec, LossNetworks, Recipe, Schedule
 from invkit.training import DistContext, Trainer
 
@@ -95,8 +95,8 @@ def run_config(cfg: Config, device: torch.device, steps: int, warmup: int) -> di
     )
     arcface = parser = None
     if cfg.faces:
-        from invkit.arcface import ArcFace
-        from invkit.bisenet import BiSeNet
+        from invkit.nets.arcface import ArcFace
+        from invkit.nets.bisenet import BiSeNet
 
         arcface, parser = ArcFace(), BiSeNet()
     loss = FeatureStyleLoss(LPIPS("alex", trunk="random"), recipe.loss, arcface=arcface, parser=parser)

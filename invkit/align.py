@@ -303,7 +303,7 @@ def parsing_mask(crop: np.ndarray, parser=None, dilate: float = 0.03, blur: floa
     """
     if parser is None:
         try:
-            from .bisenet import BiSeNet
+            from .nets.bisenet import BiSeNet
 
             parser = BiSeNet.from_zoo()
         except (FileNotFoundError, RuntimeError, ImportError):

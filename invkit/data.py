@@ -28,7 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
-from .images import IMAGE_SUFFIXES
+from .io.images import IMAGE_SUFFIXES
 from .recipe import Preprocess
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import torch
 
-from . import tensorfile
+from .io import tensorfile
 
 KIND = "direction"
 Space = Literal["z", "w", "w+"]

@@ -45,11 +45,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import tensorfile
-from .checkpoint import CheckpointError, CheckpointFile
 from .encoder import Encoder
 from .generator import Generator
-from .iresnet import BN_EPS, IRESNET50_DEPTHS, IRESNET_WIDTHS, STEM_WIDTH, infer_stages, make_stage, make_stem
+from .io import tensorfile
+from .io.checkpoint import CheckpointError, CheckpointFile
+from .nets.iresnet import (
+    BN_EPS,
+    IRESNET50_DEPTHS,
+    IRESNET_WIDTHS,
+    STEM_WIDTH,
+    infer_stages,
+    make_stage,
+    make_stem,
+)
 
 ENCODER_KIND = "encoder"
 #: The official code's default layer (StyleGAN2 at 1024 px: the 16x16 second conv, 512x16x16).

@@ -24,7 +24,7 @@ def register_generators(register):
     Call ``register(name, load, from_config=None, description="")`` once per adapter:
 
     * ``load(checkpoint, device) -> Generator`` builds a generator from an
-      :class:`invkit.checkpoint.CheckpointFile` (a path with cached, safe readers);
+      :class:`invkit.io.checkpoint.CheckpointFile` (a path with cached, safe readers);
     * ``from_config(config, state_dict, device) -> Generator`` (optional) rebuilds one from
       invkit's own safetensors + JSON format, where ``config`` is ``Generator.config``.
     """
@@ -45,5 +45,5 @@ def register_recipes(register):
 @hookspec(firstresult=True)
 def identify_checkpoint(checkpoint):
     """Return the name of the adapter that can load ``checkpoint`` (an
-    :class:`invkit.checkpoint.CheckpointFile`), or None. Inspect its contents (``format``,
+    :class:`invkit.io.checkpoint.CheckpointFile`), or None. Inspect its contents (``format``,
     ``torch_object()``, ...), never just the file name. The first non-None answer wins."""

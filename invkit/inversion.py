@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from . import tensorfile
+from .io import tensorfile
 
 KIND = "inversion"
 

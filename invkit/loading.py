@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
-from . import plugins, tensorfile
-from .checkpoint import CheckpointError, CheckpointFile
+from . import plugins
 from .generator import Generator
+from .io import tensorfile
+from .io.checkpoint import CheckpointError, CheckpointFile
 
 GENERATOR_KIND = "generator"
 
@@ -22,7 +23,7 @@ def resolve(source: str | os.PathLike, kind: str = "generator") -> Path:
     if path.exists():
         return path
     text = str(source)
-    from . import zoo
+    from .io import zoo
 
     if "://" in text or zoo.has(text):
         return zoo.fetch(text)

@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arcface import ArcFace
-from .bisenet import BiSeNet
-from .lpips import LPIPS
+from .nets.arcface import ArcFace
+from .nets.bisenet import BiSeNet
+from .nets.lpips import LPIPS
 
 
 @dataclass
@@ -84,7 +84,7 @@ class FeatureStyleLoss(nn.Module):
     """All training terms of the Feature-Style encoder.
 
     Args:
-        lpips: an :class:`~invkit.lpips.LPIPS` (AlexNet in the paper).
+        lpips: an :class:`~invkit.nets.lpips.LPIPS` (AlexNet in the paper).
         weights: :class:`LossWeights`.
         arcface: enables the multi-layer identity loss (faces).
         parser: enables the multi-layer parsing loss (faces).

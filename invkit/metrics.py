@@ -183,7 +183,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class ArcFaceEmbedder:
     """ArcFace (insightface IResNet) embeddings, the paper's identity metric.
 
-    Wraps :class:`invkit.arcface.ArcFace`; the weights come from the zoo entry ``arcface-r50``
+    Wraps :class:`invkit.nets.arcface.ArcFace`; the weights come from the zoo entry ``arcface-r50``
     (or ``path``). Inputs are FFHQ-aligned faces in [-1, 1]. ArcFace was trained on tight
     112x112 face crops, so the inner face region of the FFHQ crop is cut out first (rows
     35..223, columns 32..220 of a 256 px crop, scaled to the input size; the crop the pSp/e4e
@@ -195,8 +195,8 @@ class ArcFaceEmbedder:
     FACE_REGION = (35 / 256, 223 / 256, 32 / 256, 220 / 256)
 
     def __init__(self, path: str | None = None, device: str | torch.device = "cpu", crop: bool = True) -> None:
-        from . import zoo
-        from .arcface import ArcFace
+        from .io import zoo
+        from .nets.arcface import ArcFace
 
         if path is None:
             try:
@@ -262,7 +262,7 @@ class DlibFaceDescriptor:
         self.upsample = upsample
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        from .images import to_uint8
+        from .io.images import to_uint8
 
         arrays = to_uint8(images)
         out = []
@@ -361,8 +361,8 @@ class ReconstructionMetrics:
 
     Args:
         metrics: names among ``mse, psnr, ssim, lpips, id`` (``fid`` is a set-level metric, see
-            :mod:`invkit.fid`, and is ignored here).
-        lpips: an object with ``forward(x, y) -> [B]`` on [-1, 1] images (``invkit.lpips.LPIPS``);
+            :mod:`invkit.nets.fid`, and is ignored here).
+        lpips: an object with ``forward(x, y) -> [B]`` on [-1, 1] images (``invkit.nets.lpips.LPIPS``);
             built with AlexNet on first use when None and ``"lpips"`` is requested.
         identity: an :class:`IdentityEmbedder`; ``load_identity_embedder("auto")`` when None and
             ``"id"`` is requested (its results appear under its ``metric_name``).
@@ -379,7 +379,7 @@ class ReconstructionMetrics:
         self.device = torch.device(device)
         self.lpips = lpips
         if "lpips" in self.metrics and self.lpips is None:
-            from .lpips import LPIPS
+            from .nets.lpips import LPIPS
 
             self.lpips = LPIPS(net="alex").to(self.device).eval()
         self.identity = identity

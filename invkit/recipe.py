@@ -15,16 +15,15 @@ Plugins publish recipes through the ``register_recipes`` hook
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import atomic
+from .config import ConfigError, apply_overrides, flatten, from_plain, to_plain
+from .io import atomic
 from .losses import LossWeights
 
 RECIPE_FORMAT = 1
@@ -243,7 +242,7 @@ class Recipe:
     # ---- JSON --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data (tuples become lists)."""
-        return {"format": RECIPE_FORMAT, **_to_plain(self)}
+        return {"format": RECIPE_FORMAT, **to_plain(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
@@ -252,7 +251,10 @@ class Recipe:
         version = data.pop("format", RECIPE_FORMAT)
         if version != RECIPE_FORMAT:
             raise RecipeError(f"recipe format {version} is not supported (expected {RECIPE_FORMAT})")
-        return _from_plain(cls, data, "")
+        try:
+            return from_plain(cls, data, root="recipe")
+        except ConfigError as exc:
+            raise RecipeError(str(exc)) from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -294,36 +296,10 @@ class Recipe:
         ``384,512`` or ``[384, 512]``, dicts as JSON. Raises :class:`RecipeError` naming the key
         and the problem (with a suggestion for misspelt keys).
         """
-        data = self.to_dict()
-        for item in overrides:
-            key, sep, text = item.partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise RecipeError(f"override {item!r}: expected key=value")
-            path = key.split(".")
-            cls: type = Recipe
-            target = data
-            for depth, part in enumerate(path):
-                hints = _hints(cls)
-                if part not in hints:
-                    prefix = ".".join(path[:depth])
-                    names = [f"{prefix}.{n}" if prefix else n for n in hints]
-                    close = difflib.get_close_matches(key, names, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys here: {', '.join(names)}"
-                    raise RecipeError(f"override {item!r}: unknown key {key!r}{hint}")
-                tp = hints[part]
-                if depth < len(path) - 1:
-                    if not _is_dataclass_type(tp):
-                        raise RecipeError(f"override {item!r}: {'.'.join(path[:depth + 1])} is not a section")
-                    cls, target = tp, target[part]
-                elif _is_dataclass_type(tp):
-                    sub = ", ".join(f"{key}.{n}" for n in _hints(tp))
-                    raise RecipeError(f"override {item!r}: {key} is a section; set one of {sub}")
-                else:
-                    try:
-                        target[part] = _to_plain(_parse_value(text.strip(), tp))
-                    except (ValueError, TypeError) as exc:
-                        raise RecipeError(f"override {item!r}: {exc}") from None
+        try:
+            data = apply_overrides(Recipe, self.to_dict(), overrides)
+        except ConfigError as exc:
+            raise RecipeError(str(exc)) from None
         try:
             return Recipe.from_dict(data)
         except RecipeError as exc:
@@ -331,18 +307,7 @@ class Recipe:
 
     def flat(self) -> dict[str, Any]:
         """Every setting as ``{"schedule.lr": 1e-4, ...}`` (for listings and diffs)."""
-        out: dict[str, Any] = {}
-
-        def walk(prefix: str, obj: Any) -> None:
-            for f in dataclasses.fields(obj):
-                value = getattr(obj, f.name)
-                if dataclasses.is_dataclass(value):
-                    walk(f"{prefix}{f.name}.", value)
-                else:
-                    out[prefix + f.name] = _to_plain(value)
-
-        walk("", self)
-        return out
+        return flatten(self)
 
     def diff(self, other: Recipe) -> dict[str, tuple[Any, Any]]:
         """``{key: (self_value, other_value)}`` for every setting that differs."""
@@ -350,7 +315,7 @@ class Recipe:
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """An invalid recipe or override; the message names the key and the problem."""
 
 
@@ -370,174 +335,3 @@ def get_recipe(name_or_path: str | os.PathLike) -> Recipe:
         return Recipe.load(path)
     known = ", ".join(plugins.list_recipes()) or "none"
     raise KeyError(f"unknown recipe {text!r}; registered: {known} (or pass a recipe .json file)")
-
-
-# ---- typed (de)serialisation helpers ---------------------------------------------------------
-def _hints(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (tuple, list)):
-        return [_to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _to_plain(v) for k, v in value.items()}
-    return value
-
-
-def _from_plain(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where or 'recipe'}: expected an object, got {type(data).__name__}")
-    hints = _hints(cls)
-    unknown = sorted(set(data) - set(hints))
-    if unknown:
-        raise RecipeError(f"unknown key(s) {', '.join((where + '.' if where else '') + u for u in unknown)}")
-    kwargs = {}
-    for name, tp in hints.items():
-        if name not in data:
-            continue
-        key = f"{where}.{name}" if where else name
-        if _is_dataclass_type(tp):
-            kwargs[name] = _from_plain(tp, data[name], key)
-        else:
-            try:
-                kwargs[name] = _coerce(data[name], tp)
-            except (TypeError, ValueError) as exc:
-                raise RecipeError(f"{key}: {exc}") from None
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise RecipeError(f"{where or 'recipe'}: {exc}") from None
-
-
-def _is_union(tp: Any) -> bool:
-    return typing.get_origin(tp) in (typing.Union, types.UnionType)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any) -> Any:
-    """Check a JSON value against ``tp`` (int/float/bool/str/None, Literal, tuple, dict, unions)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if _is_union(tp):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg)
-            except (TypeError, ValueError) as exc:
-                errors.append(str(exc))
-        raise TypeError(f"expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"expected one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise TypeError(f"expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a) for v, a in zip(value, args))
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"expected an object, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
-            raise TypeError(f"expected an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise TypeError(f"expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported field type {_type_name(tp)}")
-
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def _parse_value(text: str, tp: Any) -> Any:
-    """Parse command-line text for a field of type ``tp``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if _is_union(tp):
-        if text.lower() in ("none", "null") and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _parse_value(text, arg)
-            except (TypeError, ValueError):
-                pass
-        raise ValueError(f"cannot read {text!r} as {_type_name(tp)}")
-    if origin is Literal:
-        if text not in args:
-            raise ValueError(f"expected one of {', '.join(map(str, args))}, got {text!r}")
-        return text
-    if origin is tuple:
-        parts: list[Any]
-        if text.startswith("["):
-            parts = json.loads(text)
-            if not isinstance(parts, list):
-                raise ValueError(f"expected a list, got {text!r}")
-            parts = [json.dumps(p) if not isinstance(p, str) else p for p in parts]
-        else:
-            parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
-        if len(parts) != len(args):
-            raise ValueError(f"expected {len(args)} comma-separated values, got {text!r}")
-        return tuple(_parse_value(p, a) for p, a in zip(parts, args))
-    if origin is dict or tp is dict:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            raise ValueError(f"expected a JSON object, got {text!r}") from None
-        if not isinstance(value, dict):
-            raise ValueError(f"expected a JSON object, got {text!r}")
-        return value
-    if tp is bool:
-        low = text.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError(f"expected true or false, got {text!r}")
-    if tp is int:
-        try:
-            return int(text.replace("_", ""))
-        except ValueError:
-            try:
-                value = float(text)
-            except ValueError:
-                raise ValueError(f"expected an integer, got {text!r}") from None
-            if not value.is_integer():
-                raise ValueError(f"expected an integer, got {text!r}") from None
-            return int(value)
-    if tp is float:
-        try:
-            return float(text.replace("_", ""))
-        except ValueError:
-            raise ValueError(f"expected a number, got {text!r}") from None
-    if tp is str:
-        return text
-    raise ValueError(f"unsupported field type {_type_name(tp)}")

@@ -31,8 +31,8 @@ import torch
 from .align import AlignTransform, LandmarkDetector, align_face, parsing_mask, paste_back
 from .direction import Direction
 from .generator import Generator
-from .images import to_uint8
 from .inversion import Inversion
+from .io.images import to_uint8
 from .metrics import IdentityConsistency, IdentityEmbedder, ReconstructionMetrics
 
 Strength = float | Callable[[float], float]
@@ -357,7 +357,7 @@ class VideoPipeline:
         self.parser = None
         if face_mask == "parsing":
             with contextlib.suppress(FileNotFoundError, RuntimeError, ImportError):
-                from .bisenet import BiSeNet
+                from .nets.bisenet import BiSeNet
 
                 self.parser = BiSeNet.from_zoo().to(self.device)
         elif face_mask != "square":

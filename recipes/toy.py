@@ -104,7 +104,7 @@ def toy_recipe() -> Recipe:
 class ToyPerceptual(nn.Module):
     """"toy-LPIPS": the LPIPS formula on :class:`toy_attributes.AttributeNet` features.
 
-    Drop-in for :class:`invkit.lpips.LPIPS` in :class:`invkit.losses.FeatureStyleLoss`:
+    Drop-in for :class:`invkit.nets.lpips.LPIPS` in :class:`invkit.losses.FeatureStyleLoss`:
     ``forward(x, y) -> [B]`` for images in [-1, 1], frozen, ``min_size`` 16 px.
     """
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tensorfile import load as load_tensors
-from ..tensorfile import save as save_tensors
+from ..io.tensorfile import load as load_tensors
+from ..io.tensorfile import save as save_tensors
 from . import toy_domain
 
 KIND = "toy_attribute_net"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..atomic import atomic_path
+from ..io.atomic import atomic_path
 from ..metrics import psnr, ssim, to_unit
 from . import toy_directions as dirs
 from . import toy_domain

@@ -42,10 +42,10 @@ import torch
 from scipy.special import betainc
 
 from ..generator import Generator
-from ..images import save_grid
+from ..io.images import save_grid
+from ..io.tensorfile import load as load_tensors
+from ..io.tensorfile import save as save_tensors
 from ..loading import save_generator
-from ..tensorfile import load as load_tensors
-from ..tensorfile import save as save_tensors
 from . import toy_domain
 from .toy_gan import _optimizer_state, _optimizer_tensors
 

@@ -210,7 +210,7 @@ def test_parsing_mask_dilates_and_softens_the_face_classes(tmp_path, monkeypatch
     assert m[50, 50 + 32] > 0.5  # just outside the disc (r = 30): reached by the dilation
     assert 0.05 < m[50, 50 + 37] < 0.95  # the soft edge
     # The real parser's layout runs too (random weights: only shape and range are checked).
-    from invkit.bisenet import BiSeNet
+    from invkit.nets.bisenet import BiSeNet
 
     real = align.parsing_mask(crop[:64, :64], BiSeNet(19, input_size=64).eval())
     assert real.shape == (64, 64) and 0 <= real.min() and real.max() <= 1

@@ -13,10 +13,10 @@ import types
 import pytest
 import torch
 
-from invkit import zoo
-from invkit.arcface import ArcFace
-from invkit.bisenet import CLASSES, BiSeNet
-from invkit.lpips import LPIPS, Trunk, heads_file, load_heads
+from invkit.io import zoo
+from invkit.nets.arcface import ArcFace
+from invkit.nets.bisenet import CLASSES, BiSeNet
+from invkit.nets.lpips import LPIPS, Trunk, heads_file, load_heads
 
 
 def _bn(prefix: str, c: int, out: dict) -> None:

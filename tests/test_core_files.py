@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from invkit import Direction, Inversion, tensorfile, zoo
-from invkit.atomic import atomic_path
-from invkit.checkpoint import CheckpointError, CheckpointFile, sniff_format
+from invkit import Direction, Inversion
 from invkit.cli._args import parse_float_steps, parse_int_ranges
 from invkit.direction import save_directions
+from invkit.io import tensorfile, zoo
+from invkit.io.atomic import atomic_path
+from invkit.io.checkpoint import CheckpointError, CheckpointFile, sniff_format
 
 
 def test_inversion_round_trip_and_indexing(tmp_path: Path):

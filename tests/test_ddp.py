@@ -27,7 +27,7 @@ def worker(out: str) -> None:
     sys.path.insert(0, str(TESTS))
     from test_training import PixelDistance, g_images, tiny_recipe
 
-    from invkit import tensorfile
+    from invkit.io import tensorfile
     from invkit.losses import FeatureStyleLoss
     from invkit.recipe import Schedule
     from invkit.testing import tiny_stylegan2
@@ -74,7 +74,7 @@ def test_two_gloo_processes_train_to_identical_weights(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    from invkit import tensorfile
+    from invkit.io import tensorfile
     from invkit.training import latest_checkpoint, load_checkpoint
 
     (w0, m0), (w1, m1) = (tensorfile.load(out / f"rank{r}.safetensors") for r in (0, 1))

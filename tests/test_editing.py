@@ -154,7 +154,7 @@ def files(G, tmp_path_factory):
     """A saved generator, a tiny random Feature-Style encoder for it, images, and a direction."""
     from invkit import save_generator
     from invkit.fs_encoder import FeatureStyleEncoder, save_encoder
-    from invkit.images import save_image
+    from invkit.io.images import save_image
 
     root = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)
@@ -172,7 +172,7 @@ def files(G, tmp_path_factory):
 def test_cli_edit_writes_one_strip_per_image_from_images_and_from_codes(G, files, tmp_path):
     from invkit.cli import main
     from invkit.fs_encoder import load_encoder
-    from invkit.images import load_image
+    from invkit.io.images import load_image
 
     base = ["edit", "--generator", str(files["G"]), "--direction", str(files["direction"]), "--strength", "-3:3:3"]
     assert main([*base, "--encoder", str(files["E"]), "--images", str(files["images"]), "--out", str(tmp_path / "a")]) == 0
@@ -222,7 +222,7 @@ def test_cli_edit_skips_bad_images_and_refuses_other_generators(G, files, tmp_pa
 def test_cli_mix_writes_reconstructions_and_both_mixes(G, files, tmp_path):
     from invkit.cli import main
     from invkit.fs_encoder import load_encoder
-    from invkit.images import load_image
+    from invkit.io.images import load_image
 
     a, b = files["images"] / "face0.png", files["images"] / "face2.png"
     out = tmp_path / "mix.png"

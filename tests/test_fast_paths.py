@@ -1,10 +1,10 @@
 """The fast synthesis paths equal the reference ones.
 
-* ``invkit.resample`` (polyphase / separable / tiled ops) against the plain ops of
-  ``invkit.upfirdn`` on random inputs: odd sizes, negative and asymmetric paddings, up/down
+* ``invkit.ops.resample`` (polyphase / separable / tiled ops) against the plain ops of
+  ``invkit.ops.upfirdn`` on random inputs: odd sizes, negative and asymmetric paddings, up/down
   factors 1-4, separable and 2-D filters, flipped filters, clamps, tiny tiles; values and
   gradients.
-* Both paths (``invkit.resample.use_impl``) reproduce the public reference vectors of rosinality,
+* Both paths (``invkit.ops.resample.use_impl``) reproduce the public reference vectors of rosinality,
   NVlabs stylegan2-ada and NVlabs stylegan3 -T / -R to 1e-4, including every layer's activation
   and every StyleGAN2 modulated-conv strategy.
 * ``invkit.inference``: the CUDA-only switches are no-ops / clear errors on the CPU.
@@ -19,7 +19,8 @@ import pytest
 import torch
 from conftest import load_reference
 
-from invkit import inference, resample, upfirdn
+from invkit import inference
+from invkit.ops import resample, upfirdn
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 
@@ -45,7 +46,7 @@ def test_impl_switch():
 
 
 def test_reference_impl_is_the_oracle():
-    """With impl="reference" the module returns exactly what invkit.upfirdn computes."""
+    """With impl="reference" the module returns exactly what invkit.ops.upfirdn computes."""
     x, f = torch.randn(2, 3, 9, 7), torch.randn(6)
     got = resample.upfirdn2d(x, f, up=2, padding=(3, 2, 1, 4), gain=4, impl="reference")
     assert torch.equal(got, upfirdn.upfirdn2d(x, f, up=2, padding=(3, 2, 1, 4), gain=4))

@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from invkit import fid
+from invkit.nets import fid
 
 
 def _random_cov(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -95,7 +95,7 @@ def test_inception_features_and_weight_loading(tmp_path, monkeypatch):
         assert (f >= 0).all()  # pool3 averages ReLU outputs
     # The zoo route: INVKIT_WEIGHTS_DIR holding the file.
     monkeypatch.setenv("INVKIT_WEIGHTS_DIR", str(tmp_path))
-    from invkit import zoo
+    from invkit.io import zoo
 
     assert zoo.fetch("inception-fid") == path
     # Default construction goes through the zoo; a 2048-d sqrtm is too slow for a unit test, so

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from conftest import load_reference
 
-from invkit.checkpoint import CheckpointError
 from invkit.fs_encoder import FeatureStyleEncoder, load_encoder, save_encoder
 from invkit.inversion import Inversion
+from invkit.io.checkpoint import CheckpointError
 from invkit.testing import tiny_stylegan2
 
 SMALL = {"depths": (1, 1, 1, 1), "widths": (8, 16, 16, 32), "stem_width": 8}

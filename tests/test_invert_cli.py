@@ -10,8 +10,8 @@ from PIL import Image
 
 from invkit.cli import main
 from invkit.fs_encoder import FeatureStyleEncoder, save_encoder
-from invkit.images import load_image, save_image, to_uint8
 from invkit.inversion import Inversion
+from invkit.io.images import load_image, save_image, to_uint8
 from invkit.loading import save_generator
 from invkit.testing import tiny_stylegan2
 

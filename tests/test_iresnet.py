@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from invkit.iresnet import IBasicBlock, IResNet, infer_stages, make_stage, make_stem
+from invkit.nets.iresnet import IBasicBlock, IResNet, infer_stages, make_stage, make_stem
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0) -> None:

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from invkit.arcface import ArcFace
-from invkit.bisenet import BiSeNet
 from invkit.fs_encoder import FeatureStyleEncoder
 from invkit.losses import FeatureStyleLoss, LossWeights, freeze
-from invkit.lpips import LPIPS
+from invkit.nets.arcface import ArcFace
+from invkit.nets.bisenet import BiSeNet
+from invkit.nets.lpips import LPIPS
 from invkit.testing import tiny_stylegan2
 
 # Tiny images leave out the smallest LPIPS levels on purpose; that warning is tested once below.

@@ -150,7 +150,7 @@ def test_dlib_descriptor_is_labelled_and_tells_a_face_from_a_blank():
 
 
 def test_arcface_embedder_loads_the_insightface_layout_and_crops_the_inner_face(tmp_path, monkeypatch):
-    from invkit.arcface import ArcFace
+    from invkit.nets.arcface import ArcFace
 
     torch.manual_seed(0)
     net = ArcFace(depths=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_width=8, embedding_dim=32).eval()
@@ -185,7 +185,7 @@ def test_arcface_embedder_loads_the_insightface_layout_and_crops_the_inner_face(
 @pytest.fixture(scope="module")
 def eval_setup(tmp_path_factory):
     from invkit.fs_encoder import FeatureStyleEncoder, save_encoder
-    from invkit.images import save_image
+    from invkit.io.images import save_image
     from invkit.loading import save_generator
     from invkit.testing import tiny_stylegan2
 
@@ -209,7 +209,7 @@ def test_eval_cli_follows_the_protocol(eval_setup, capsys, monkeypatch):
     import json
 
     from invkit.cli import main
-    from invkit.images import list_images, load_image
+    from invkit.io.images import list_images, load_image
 
     monkeypatch.setenv("COLUMNS", "300")
     s = eval_setup

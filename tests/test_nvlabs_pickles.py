@@ -30,9 +30,9 @@ from conftest import load_reference
 
 import invkit
 from invkit.adapters import nvlabs
-from invkit.checkpoint import CheckpointError, CheckpointFile
+from invkit.io.checkpoint import CheckpointError, CheckpointFile
+from invkit.io.safe_pickle import PickleFormatError, UnsafePickleError
 from invkit.loading import identify
-from invkit.safe_pickle import PickleFormatError, UnsafePickleError
 
 NVLABS_PACKAGES = ("torch_utils", "dnnlib")
 

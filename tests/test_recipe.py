@@ -104,7 +104,7 @@ def test_domain_recipes_are_registered_through_the_plugin_hook():
     for r in (cars, cats, dogs):  # Eq. 5
         assert r.loss.identity == 0 and r.loss.parsing == 0 and r.loss.lpips == 0.2 and r.loss.feature == 0.01
     assert cats.generator == "stylegan2-ada-afhqcat-512" and dogs.generator == "stylegan2-ada-afhqdog-512"
-    from invkit import zoo
+    from invkit.io import zoo
 
     for r in (faces, cars, cats, dogs):
         assert zoo.has(r.generator) and zoo.get(r.generator).defaults.get("recipe") == r.name

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from invkit import safe_pickle
-from invkit.safe_pickle import PickleFormatError, UnsafePickleError
+from invkit.io import safe_pickle
+from invkit.io.safe_pickle import PickleFormatError, UnsafePickleError
 
 ALLOWED = safe_pickle.allow_list()
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import invkit
-from invkit.adapters.stylegan2 import StyleGAN2Generator, layer_table, upsample2x
+from invkit.adapters.stylegan2 import StyleGAN2Generator
+from invkit.adapters.stylegan2_layers import layer_table, upsample2x
 from invkit.testing import tiny_stylegan2
 
 

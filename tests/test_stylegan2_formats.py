@@ -27,7 +27,7 @@ from invkit.adapters.stylegan2_formats import (
     to_nvlabs,
     to_rosinality,
 )
-from invkit.checkpoint import CheckpointError, CheckpointFile
+from invkit.io.checkpoint import CheckpointError, CheckpointFile
 from invkit.loading import identify
 from invkit.testing import tiny_stylegan2
 

@@ -11,13 +11,9 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 
-from invkit.adapters.stylegan3 import (
-    StyleGAN3Generator,
-    from_nvlabs,
-    normalize_kwargs,
-    synthesis_schedule,
-)
-from invkit.upfirdn import design_lowpass_filter, filtered_lrelu, upfirdn2d
+from invkit.adapters.stylegan3 import StyleGAN3Generator, from_nvlabs, normalize_kwargs
+from invkit.adapters.stylegan3_schedule import synthesis_schedule
+from invkit.ops.upfirdn import design_lowpass_filter, filtered_lrelu, upfirdn2d
 
 TINY = {
     "z_dim": 16,
@@ -329,7 +325,7 @@ def test_gradients_flow_to_ws_and_replaced_features():
 def test_checkpoint_identification_and_loading_errors(tmp_path):
     import invkit
     from invkit.adapters import stylegan3
-    from invkit.checkpoint import CheckpointError, CheckpointFile
+    from invkit.io.checkpoint import CheckpointError, CheckpointFile
 
     G = _tiny(TINY)
     ours = tmp_path / "sg3.pt"

@@ -27,7 +27,7 @@ from conftest import load_reference
 import invkit
 from invkit.adapters import nvlabs
 from invkit.adapters.stylegan2_formats import to_nvlabs
-from invkit.checkpoint import CheckpointError
+from invkit.io.checkpoint import CheckpointError
 from invkit.testing import tiny_stylegan2
 
 NETWORK_SRC = '''

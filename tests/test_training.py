@@ -14,7 +14,7 @@ from torch import nn
 
 from invkit.data import ImageFolder, RealImageStream, ResumableSampler, pad_to_frame, preprocess_image
 from invkit.fs_encoder import FeatureStyleEncoder, load_encoder
-from invkit.images import load_image
+from invkit.io.images import load_image
 from invkit.losses import FeatureStyleLoss, LossWeights
 from invkit.recipe import EncoderSpec, LossNetworks, Preprocess, Recipe, Schedule
 from invkit.testing import tiny_stylegan2
@@ -25,10 +25,9 @@ from invkit.training import (
     build_optimizer,
     build_scheduler,
     centralize_gradients,
-    flatten_state,
     load_checkpoint,
-    unflatten_state,
 )
+from invkit.training.checkpoints import flatten_state, unflatten_state
 
 TINY_ENCODER = EncoderSpec(depths=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_width=8, input_size=16)
 

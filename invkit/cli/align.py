@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..atomic import atomic_path, write_text
-from ..images import list_images
+from ..io.atomic import atomic_path, write_text
+from ..io.images import list_images
 
 MANIFEST = "alignment.json"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from ..images import load_image
+from ..io.images import load_image
 from ..loading import load_generator
 from ..metrics import load_identity_embedder, parse_metrics
 from .eval import REC_W, add_model_args, evaluate, protocol, results_table, select_images, write_report

@@ -23,8 +23,8 @@ from rich.console import Console
 
 from ..direction import Direction
 from ..editing import edit_strip
-from ..images import iter_image_batches, list_images, save_grid
 from ..inversion import Inversion
+from ..io.images import iter_image_batches, list_images, save_grid
 from ..loading import load_generator
 from ._args import parse_float_steps
 

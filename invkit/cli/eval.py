@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..atomic import write_text
-from ..images import iter_image_batches, list_images
+from ..io.atomic import write_text
+from ..io.images import iter_image_batches, list_images
 from ..loading import load_generator
 from ..metrics import ALL_METRICS, ReconstructionMetrics, load_identity_embedder, parse_metrics
 
@@ -115,7 +115,7 @@ def evaluate(G, encoder, files: list[Path], metrics: list[str], batch: int = 4, 
     ev.identity_network = getattr(identity, "label", None) if "id" in metrics else None
     pair_metrics = [m for m in metrics if m != "fid"]
     if "lpips" in pair_metrics and lpips is None:
-        from ..lpips import LPIPS
+        from ..nets.lpips import LPIPS
 
         lpips = LPIPS(net="alex").to(device)
     variants = [REC_WF] + ([REC_W] if with_w else [])
@@ -123,7 +123,7 @@ def evaluate(G, encoder, files: list[Path], metrics: list[str], batch: int = 4, 
               for v in variants} if pair_metrics else {}
     fids = {}
     if "fid" in metrics:
-        from ..fid import FIDAccumulator, load_fid_inception
+        from ..nets.fid import FIDAccumulator, load_fid_inception
 
         net = fid_net if fid_net is not None else load_fid_inception(device=device)
         fids = {v: FIDAccumulator(net, device=device, batch_size=batch) for v in variants}

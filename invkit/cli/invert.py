@@ -20,8 +20,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..images import iter_image_batches, list_images, save_image
 from ..inversion import Inversion
+from ..io.images import iter_image_batches, list_images, save_image
 from ..loading import load_generator
 
 CODES_FILE = "codes.safetensors"

@@ -19,8 +19,8 @@ import torch
 from rich.console import Console
 
 from ..editing import mix
-from ..images import load_image, save_grid
 from ..inversion import Inversion
+from ..io.images import load_image, save_grid
 from ..loading import load_generator
 
 

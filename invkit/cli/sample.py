@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from ..images import save_grid
+from ..io.images import save_grid
 from ..loading import load_generator
 from ._args import parse_int_ranges
 

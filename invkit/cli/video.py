@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..atomic import write_text
+from ..io.atomic import write_text
 
 
 def register(sub) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .. import zoo
+from ..io import zoo
 
 
 def register(sub) -> None:

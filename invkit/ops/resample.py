@@ -1,6 +1,6 @@
 """Fast up-FIR-down resampling, filtered leaky ReLU and fused bias + activation.
 
-The plain implementations in :mod:`invkit.upfirdn` stay the test oracle ("reference" path); this
+The plain implementations in :mod:`invkit.ops.upfirdn` stay the test oracle ("reference" path); this
 module computes the same values with far fewer operations and far less memory ("fast" path, the
 default). :func:`set_impl` / :func:`use_impl` choose the path globally; every op also takes an
 explicit ``impl=`` argument.
@@ -23,7 +23,7 @@ What the fast path does differently (same results up to float32 rounding):
   filter (``clamp(g * lrelu(v), c) = g * clamp(lrelu(v), c / g)``), so the non-linearity is two
   in-place passes over each tile.
 
-Conventions are those of :mod:`invkit.upfirdn`: ``[B, C, H, W]`` maps, filters ``None`` / ``[T]``
+Conventions are those of :mod:`invkit.ops.upfirdn`: ``[B, C, H, W]`` maps, filters ``None`` / ``[T]``
 (separable) / ``[T, T]``, padding ``(left, right, top, bottom)`` of the up-sampled map (negative
 crops), filters applied as true convolutions unless ``flip_filter``. Outputs of the fast path are
 ``channels_last`` tensors (same values and shape; call ``.contiguous()`` if you need NCHW strides).
@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from invkit import upfirdn
+from invkit.ops import upfirdn
 
 Padding = Sequence[int]
 IMPLS = ("fast", "reference")
@@ -269,7 +269,7 @@ def upfirdn2d(
 ) -> torch.Tensor:
     """Up-sample by zero insertion, pad, convolve with ``f``, keep every ``down``-th pixel.
 
-    Same contract and result as :func:`invkit.upfirdn.upfirdn2d` (see there); ``impl`` overrides
+    Same contract and result as :func:`invkit.ops.upfirdn.upfirdn2d` (see there); ``impl`` overrides
     the global choice. Returns ``[B, C, H', W']`` (channels_last on the fast path).
     """
     if _resolve(impl) == "reference":
@@ -348,7 +348,7 @@ def filtered_lrelu(
     """StyleGAN3's alias-free non-linearity: bias, up-sample ``up`` with ``fu`` (gain ``up**2``)
     and ``padding``, ``clamp(lrelu(., slope) * gain)``, filter with ``fd``, keep every ``down``-th.
 
-    Same contract and result as :func:`invkit.upfirdn.filtered_lrelu`. The fast path computes the
+    Same contract and result as :func:`invkit.ops.upfirdn.filtered_lrelu`. The fast path computes the
     output in (channel chunk x row band) tiles so the up-sampled map never exists in full.
 
     Args:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, CheckpointFile, load_frozen
+from ..io.checkpoint import CheckpointError, CheckpointFile, load_frozen
 from .iresnet import BN_EPS, IRESNET50_DEPTHS, IRESNET_WIDTHS, STEM_WIDTH, IResNet, infer_stages
 
 ZOO_NAME = "arcface-r50"
@@ -109,7 +109,7 @@ class ArcFace(IResNet):
     @classmethod
     def from_zoo(cls, name: str = ZOO_NAME) -> ArcFace:
         """Load from the model zoo (``INVKIT_WEIGHTS_DIR`` / ``INVKIT_ZOO_ARCFACE_R50`` / cache)."""
-        from . import zoo
+        from ..io import zoo
 
         try:
             path = zoo.fetch(name)

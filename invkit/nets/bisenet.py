@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io.checkpoint import load_frozen
 from .arcface import load_plain_state_dict
-from .checkpoint import load_frozen
 
 ZOO_NAME = "bisenet-face-parsing"
 
@@ -245,7 +245,7 @@ class BiSeNet(nn.Module):
 
     @classmethod
     def from_zoo(cls, name: str = ZOO_NAME, input_size: int | None = 512) -> BiSeNet:
-        from . import zoo
+        from ..io import zoo
 
         try:
             path = zoo.fetch(name)

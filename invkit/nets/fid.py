@@ -213,7 +213,7 @@ def load_fid_inception(path: str | os.PathLike | None = None, device: str | torc
     download). Loaded with ``weights_only=True``; BatchNorm ``num_batches_tracked`` counters,
     absent from the published file, are not required.
     """
-    from . import zoo
+    from ..io import zoo
 
     if path is None:
         try:

@@ -131,7 +131,7 @@ def load_trunk_weights(net: Net, path: str | os.PathLike | None = None) -> dict[
     """torchvision ImageNet weights for ``net``: ``path`` if given, else through the zoo
     (``INVKIT_WEIGHTS_DIR``, ``INVKIT_ZOO_ALEXNET_IMAGENET`` / ``..._VGG16_IMAGENET``, cache,
     download). A missing file raises ``FileNotFoundError`` naming it."""
-    from . import zoo
+    from ..io import zoo
 
     entry = zoo.get(TRUNKS[net][2])
     if path is None:

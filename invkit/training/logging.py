@@ -1,0 +1,96 @@
+"""What a run reports while it trains: the JSON-lines log, the progress bar, and the
+SIGINT/SIGTERM handler that turns a Ctrl-C into a clean stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic
+
+
+class JsonlLog:
+    """Append-only JSON-lines log; on resume, lines beyond the resumed step are dropped (that
+    part of the interrupted run is replayed and logged again)."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        kept.append(line)
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    continue
+            atomic.write_text(path, "".join(f"{line}\n" for line in kept))
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@contextmanager
+def progress_bar(enabled: bool, total: int, start: int) -> Iterator[Callable[..., None]]:
+    """A rich progress bar (steps, losses, ETA); yields ``update(step, text)``."""
+    if not enabled:
+        yield lambda step, text=None: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+        console=Console(stderr=True), refresh_per_second=2,
+    )
+    with progress:
+        task = progress.add_task("train", total=total, completed=start, losses="")
+
+        def update(step: int, text: str | None = None) -> None:
+            if text is None:
+                progress.update(task, completed=step)
+            else:
+                progress.update(task, completed=step, losses=text)
+
+        yield update
+
+
+class StopFlag:
+    """SIGINT/SIGTERM request a clean stop (a checkpoint at the next step boundary)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
