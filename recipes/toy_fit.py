@@ -70,6 +70,7 @@ class ToyFitConfig:
     kimg: float = 120.0
     anneal: float = 0.25
     seed: int = 0
+    init: str = ""  # an invkit generator file whose tensors of matching name and shape start the fit
 
 
 def latent_to_uniform(z: torch.Tensor, count: int) -> np.ndarray:
@@ -116,6 +117,24 @@ def build_generator(cfg: ToyFitConfig) -> Generator:
                                         mapping_lr_mul=cfg.mapping_lr_mul)
 
 
+@torch.no_grad()
+def warm_start(G: Generator, path: str) -> tuple[int, int]:
+    """Copy every tensor of the generator file ``path`` whose name and shape match ``G``'s
+    (mapping weights rescaled for a different ``mapping_lr_mul``: equalised-lr layers store
+    ``weight / lr_mul``). Returns ``(copied, kept)`` tensor counts."""
+    from ..loading import load_generator
+
+    source = load_generator(path)
+    scale = source.config.get("mapping_lr_mul", 0.01) / G.config["mapping_lr_mul"]
+    own = G.state_dict()
+    copied = 0
+    for name, tensor in source.state_dict().items():
+        if name in own and own[name].shape == tensor.shape and name != "w_avg":
+            own[name].copy_(tensor * scale if name.startswith("mapping_net.") else tensor)
+            copied += 1
+    return copied, len(own) - copied
+
+
 def learning_rate(cfg: ToyFitConfig, nimg: int) -> float:
     """Constant, then linear to zero over the last ``anneal`` fraction of ``kimg``."""
     total = cfg.kimg * 1000
@@ -155,13 +174,20 @@ def _load(path: Path, cfg: ToyFitConfig, G, G_ema, opt) -> tuple[int, int]:
     return int(meta["nimg"]), int(meta["step"])
 
 
-def train(cfg: ToyFitConfig, out: Path, snap_kimg: float = 4.0, log=print) -> Generator:
-    """Train (or resume) to ``cfg.kimg`` thousand images; returns the EMA generator."""
+def train(cfg: ToyFitConfig, out: Path, snap_kimg: float = 4.0, log=print, stop_kimg: float | None = None) -> Generator:
+    """Train (or resume) to ``cfg.kimg`` thousand images; returns the EMA generator.
+
+    ``stop_kimg`` stops early (with a checkpoint) although the schedule goes on; running again
+    continues bit-exactly.
+    """
     from .toy import ToyPerceptual, load_attribute_net
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     G = build_generator(cfg).train().requires_grad_(True)
+    if cfg.init:
+        copied, kept = warm_start(G, cfg.init)
+        log(f"warm start from {cfg.init}: {copied} tensors copied, {kept} freshly initialised")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8)
     perceptual = ToyPerceptual(load_attribute_net())
@@ -176,7 +202,8 @@ def train(cfg: ToyFitConfig, out: Path, snap_kimg: float = 4.0, log=print) -> Ge
     snap = int(snap_kimg * 1000)
     next_snap = (nimg // snap + 1) * snap
     t_last, n_last = time.time(), nimg
-    while nimg < cfg.kimg * 1000:
+    end = cfg.kimg * 1000 if stop_kimg is None else min(cfg.kimg, stop_kimg) * 1000
+    while nimg < end:
         gen.manual_seed(cfg.seed * 1_000_003 + step)
         z = torch.randn(cfg.batch, cfg.z_dim, generator=gen)
         target = targets(z)
@@ -195,7 +222,7 @@ def train(cfg: ToyFitConfig, out: Path, snap_kimg: float = 4.0, log=print) -> Ge
         with torch.no_grad():
             for p_ema, p in zip(G_ema.parameters(), G.parameters()):
                 p_ema.lerp_(p, 1 - beta)
-        if nimg >= next_snap or nimg >= cfg.kimg * 1000:
+        if nimg >= next_snap or nimg >= end:
             next_snap += snap
             with torch.no_grad():
                 sample = G_ema.synthesize(G_ema.mapping(fixed_z), noise_mode="const")

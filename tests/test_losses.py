@@ -50,7 +50,22 @@ def _images(n=2, size=64, seed=0):
 def test_default_weights_are_the_papers():
     w = LossWeights()
     assert (w.mse, w.lpips, w.feature, w.identity, w.parsing) == (1.0, 0.2, 0.01, 0.1, 0.1)
-    assert w.as_dict() == {"mse": 1.0, "lpips": 0.2, "feature": 0.01, "identity": 0.1, "parsing": 0.1}
+    assert w.as_dict() == {"mse": 1.0, "lpips": 0.2, "feature": 0.01, "identity": 0.1, "parsing": 0.1,
+                           "mse_real": 0.0}  # the pixel term on real images is not in the paper
+
+
+def test_mse_real_adds_the_pixel_error_of_both_reconstructions_on_every_image(aux):
+    x, rec_w, rec_wf = _images(3, seed=1), _images(3, seed=2), _images(3, seed=3)
+    feats = torch.zeros(3, 4, 8, 8)
+    lpips = aux[0]
+    base = FeatureStyleLoss(lpips, LossWeights(identity=0.0, parsing=0.0), lpips_scales=1)
+    with_pixels = FeatureStyleLoss(lpips, LossWeights(identity=0.0, parsing=0.0, mse_real=0.5), lpips_scales=1)
+    mask = torch.tensor([True, False, False])
+    a = base(x, rec_w, rec_wf, feats, feats, mask)
+    b = with_pixels(x, rec_w, rec_wf, feats, feats, mask)
+    expected = ((rec_w - x).square().mean() + (rec_wf - x).square().mean())
+    assert torch.allclose(b["mse_real"], expected) and a["mse_real"] == 0
+    assert torch.allclose(b["total"] - a["total"], 0.5 * expected)
 
 
 def test_total_is_the_weighted_sum_and_every_term_is_logged(aux):

@@ -77,7 +77,7 @@ def register(sub) -> None:
 
 
 def _generator_args(p) -> None:
-    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name or URL")
+    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
     p.add_argument("--device", default="cpu")
 

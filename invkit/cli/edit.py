@@ -31,7 +31,7 @@ from ._args import parse_float_steps
 
 def register(sub) -> None:
     p = sub.add_parser("edit", help="edit images along a direction, one strip of strengths per image")
-    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name or URL")
+    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     p.add_argument("--direction", "-d", required=True, help="direction file (invkit directions ...)")
     p.add_argument("--strength", "-s", default=None,
                    help="START:STOP:COUNT or a comma list of strengths (default: -S:S:5 with the direction's "
@@ -39,7 +39,7 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", "-i", help="folder of images to invert with --encoder")
     src.add_argument("--codes", help="codes file written by `invkit invert` (instead of --encoder/--images)")
-    p.add_argument("--encoder", "-e", help="encoder file (needed with --images)")
+    p.add_argument("--encoder", "-e", help="encoder file, or a recipe that ships one (toy); needed with --images")
     p.add_argument("--k", type=int, default=None, help="layer K of an official encoder file (default 5)")
     p.add_argument("--out", "-o", required=True, help="output folder for the strips")
     p.add_argument("--with-input", action="store_true", help="put the input image first in each strip (--images)")

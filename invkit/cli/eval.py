@@ -39,7 +39,7 @@ COLUMNS = [("ssim", True), ("psnr", True), ("mse", False), ("lpips", False), ("i
 
 def add_model_args(p) -> None:
     """Arguments shared by ``eval`` and ``bench``."""
-    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name or URL")
+    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     p.add_argument("--images", "-i", required=True, help="folder of (aligned) test images")
     p.add_argument("--n", type=int, default=None, help="evaluate the first N images in name order (default: all)")
     p.add_argument("--metrics", default="mse,psnr,ssim,lpips,id",
@@ -57,7 +57,7 @@ def add_model_args(p) -> None:
 def register(sub) -> None:
     p = sub.add_parser("eval", help="reconstruction metrics (SSIM, PSNR, MSE, LPIPS, ID, FID) of an encoder")
     add_model_args(p)
-    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth)")
+    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), or a recipe that ships one (toy)")
     p.add_argument("--out", "-o", required=True, help="JSON report path")
     p.set_defaults(func=run)
 

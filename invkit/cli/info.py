@@ -12,7 +12,7 @@ from ..loading import load_generator
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="show a generator's sizes and layers (the K you can pick)")
-    p.add_argument("generator", help="checkpoint path, zoo name or URL")
+    p.add_argument("generator", help="checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     p.add_argument("--adapter", help="force an adapter instead of detecting it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

@@ -28,7 +28,7 @@ def register(sub) -> None:
     p = sub.add_parser("mix", help="style mixing: A's feature code with B's latent code, and the reverse")
     p.add_argument("a", help="image A (or a name in --codes)")
     p.add_argument("b", help="image B (or a name in --codes)")
-    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name or URL")
+    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--encoder", "-e", help="encoder file to invert A and B with")
     src.add_argument("--codes", help="codes file written by `invkit invert`; A and B are names in it")

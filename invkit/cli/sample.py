@@ -13,7 +13,7 @@ from ._args import parse_int_ranges
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="render a grid of images for a list of seeds")
-    p.add_argument("--generator", "-g", required=True, help="checkpoint path, zoo name or URL")
+    p.add_argument("--generator", "-g", required=True, help="checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     p.add_argument("--adapter", help="force an adapter instead of detecting it")
     p.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7 or 1,5,9 (default 0-7)")
     p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1.0)")

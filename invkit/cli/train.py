@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("recipe", help="a registered recipe (see `invkit recipes`) or a recipe .json file")
     p.add_argument("--data", "-d", help="folder of real training images (searched recursively; default: the "
                                         "recipe's own images, for recipes that ship them such as toy)")
-    p.add_argument("--generator", "-g", help="generator checkpoint, zoo name or URL (default: the recipe's)")
+    p.add_argument("--generator", "-g", help="generator checkpoint, zoo name, URL or a recipe that ships one (toy) (default: the recipe's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting, e.g. schedule.lr=5e-5 or loss.lpips=0.5 (repeatable)")
     p.add_argument("--out", "-o", help="run folder (default: runs/RECIPE-NAME); an existing run is resumed")
