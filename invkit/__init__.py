@@ -35,6 +35,9 @@ _LAZY = {
     "Recipe": "invkit.recipe",
     "get_recipe": "invkit.recipe",
     "train": "invkit.training",
+    # invkit.exporter, not invkit.export: importing a submodule named like the function would
+    # rebind invkit.export to the module.
+    "export": "invkit.exporter",
 }
 
 
