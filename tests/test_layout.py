@@ -25,7 +25,8 @@ ALLOWED = {
     "interfaces": {"interfaces", "io", "registry", "hookspecs"},
     "procedures": BELOW_PROCEDURES,
     "training": BELOW_PROCEDURES | {"training"},
-    "cli": BELOW_PROCEDURES | {"training", "cli", "api"},
+    "exporter": BELOW_PROCEDURES | {"exporter"},
+    "cli": BELOW_PROCEDURES | {"training", "exporter", "cli", "api"},
     "plugin": BELOW_PROCEDURES | {"training", "plugin", "api"},
 }
 
@@ -47,7 +48,7 @@ def _part(module: str) -> str:
     head = parts[1]
     if head in ("adapters", "editors", "recipes"):
         return "plugin"
-    if head in ("io", "ops", "nets", "training", "cli", "config", "registry", "hookspecs"):
+    if head in ("io", "ops", "nets", "training", "exporter", "cli", "config", "registry", "hookspecs"):
         return head
     if head in INTERFACES:
         return "interfaces"

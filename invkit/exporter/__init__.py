@@ -28,10 +28,9 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from ..atomic import atomic_path, write_text
 from ..encoder import Encoder
 from ..generator import Generator
+from ..io.atomic import atomic_path, write_text
 from .formats import FORMATS, ONNX_OPSET, TRACE_BATCH, ExportError, GraphSpec, require, write
 from .graphs import EncoderGraph, SynthesisFromKGraph, SynthesisGraph
 
@@ -172,7 +171,7 @@ def export(
             errors = write(spec, tmp, format, src, opset)
             graphs[spec.name] = {"file": target.name, **spec.info, "max_abs_error_vs_pytorch": errors}
         meta = {
-            "invkit_version": __version__,
+            "invkit_version": _invkit_version(),
             "torch_version": torch.__version__,
             "format": format,
             "opset": opset if format == "onnx" else None,
@@ -190,3 +189,14 @@ def export(
         }
     write_text(out / METADATA_NAME, json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _invkit_version() -> str:
+    """The installed distribution's version (read from its metadata: the exporter sits below
+    the public ``invkit`` namespace and does not import it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("invkit")
+    except PackageNotFoundError:
+        return "unknown"

@@ -3,7 +3,7 @@
 A graph is traced once at a batch of :data:`TRACE_BATCH`, written to a temporary path, loaded back
 (onnxruntime / ``torch.jit.load``) and run at other batch sizes against the PyTorch module; only a
 file that loads and agrees is renamed into place (the caller holds the temporary path, see
-:func:`invkit.atomic.atomic_path`).
+:func:`invkit.io.atomic.atomic_path`).
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import resample
 from ..encoder import Encoder
 from ..generator import Generator
+from ..ops import resample
 
 
 class SynthesisGraph(nn.Module):
