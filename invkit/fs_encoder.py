@@ -21,7 +21,9 @@ directly. Inputs are in [-1, 1], as in the official training (no other normalisa
 
 Feature branch for any layer K with shape ``(C, H, W)``: the first conv maps the stage-3 width to
 ``C`` (official: 256 -> 512) and the second keeps ``C``. The stage-3 map is ``input_size / 8`` px
-(32 at 256). The second conv has stride 2 when the target is at most half that size (StyleGAN2
+(32 at 256). When layer K is at least twice that side (a 16x16 K with a 64 px input), the branch
+reads stage 2 instead (``input_size / 4`` px), so F is computed at its own resolution rather than
+upsampled from a coarser map; the official layout never meets that case. The second conv has stride 2 when the target is at most half that size (StyleGAN2
 K = 5 at 16x16: exactly the official stride-2 branch, no resize), else stride 1; any remaining
 size difference (StyleGAN3 layers such as 36x36 or 52x52, an 8x8 target, a non-square layer) is
 closed by a bilinear resize of the branch output (antialiased when shrinking). ``feature_stride``
@@ -77,6 +79,9 @@ class FeatureStyleEncoder(Encoder):
         input_size: side the images are resized to (256 in the paper).
         pool_size: adaptive pooling side of the latent branch (3 in the paper).
         feature_stride: stride of the feature branch's second conv (None: chosen, see module doc).
+        feature_stage: the backbone stage the feature branch reads, 3 (the official choice) or 2
+            (None: 3, unless layer K is at least twice the side of stage 3's map, as for a
+            16x16 K with a 64 px input; then stage 2, whose map has K's side).
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class FeatureStyleEncoder(Encoder):
         input_size: int = OFFICIAL_INPUT_SIZE,
         pool_size: int = 3,
         feature_stride: int | None = None,
+        feature_stage: int | None = None,
     ):
         super().__init__()
         if len(depths) != 4 or len(widths) != 4:
@@ -116,9 +122,14 @@ class FeatureStyleEncoder(Encoder):
             self.add_module(f"block_{i + 1}", make_stage(chans[i], chans[i + 1], self.depths[i]))
 
         c, h, w = self.feature_shape
-        src = self.input_size // 8
+        if feature_stage is None:
+            feature_stage = 2 if max(h, w) >= 2 * (self.input_size // 8) else 3
+        if feature_stage not in (2, 3):
+            raise ValueError(f"feature_stage must be 2 or 3, got {feature_stage}")
+        self.feature_stage = int(feature_stage)
+        src = self.input_size // 2 ** self.feature_stage
         self.feature_stride = int(feature_stride or (2 if 2 * max(h, w) <= src else 1))
-        mid = self.widths[2]
+        mid = self.widths[self.feature_stage - 1]
         self.content_layer = nn.Sequential(
             nn.BatchNorm2d(mid, eps=BN_EPS),
             nn.Conv2d(mid, c, 3, 1, 1, bias=False),
@@ -172,6 +183,7 @@ class FeatureStyleEncoder(Encoder):
             "generator_fingerprint": self.generator_fingerprint, "depths": list(self.depths),
             "widths": list(self.widths), "stem_width": self.stem_width, "input_size": self.input_size,
             "pool_size": self.pool_size, "feature_stride": self.feature_stride,
+            "feature_stage": self.feature_stage,
         }
 
     # ---- forward ------------------------------------------------------------------------
@@ -206,7 +218,7 @@ class FeatureStyleEncoder(Encoder):
         f1 = self.block_1(x)
         f2 = self.block_2(f1)
         f3 = self.block_3(f2)
-        feats = self._fit_features(self.content_layer(f3))
+        feats = self._fit_features(self.content_layer(f3 if self.feature_stage == 3 else f2))
         f4 = self.block_4(f3)
         # Channel-major flatten of [B, 960, 3, 3]: the order the official heads were trained on.
         pooled = torch.cat([self.avg_pool(f) for f in (f1, f2, f3, f4)], dim=1).flatten(1)
@@ -264,7 +276,7 @@ def from_official_state_dict(
     enc = FeatureStyleEncoder(
         generator.num_ws, generator.w_dim, k, layer.shape,
         generator.w_avg if w_avg is None else w_avg, generator.fingerprint(),
-        depths, widths, stem_width, input_size, pool,
+        depths, widths, stem_width, input_size, pool, feature_stage=3,
     )
     _load_exact(enc, state, source, allowed_missing={"w_avg"})
     return enc
@@ -296,6 +308,7 @@ def load_encoder(
             raise CheckpointError(f"{path}: holds an invkit {meta.get('kind')!r}, not an encoder")
         tensors, meta = tensorfile.load(path, kind=ENCODER_KIND)
         cfg = dict(meta["config"])
+        cfg.setdefault("feature_stage", 3)  # files written before the option read stage 3
         if k is not None and k != cfg["k"]:
             raise ValueError(f"{path}: encoder was trained for layer K = {cfg['k']}, not {k}")
         enc = FeatureStyleEncoder(**cfg, w_avg=tensors["w_avg"] if w_avg is None else w_avg)

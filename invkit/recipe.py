@@ -141,6 +141,8 @@ class EncoderSpec:
         input_size: the encoder's working resolution (inputs are resized to it; a multiple of 8).
         pool_size: adaptive pooling side of the latent branch.
         feature_stride: stride of the feature branch's last conv (None: chosen from K's size).
+        feature_stage: backbone stage the feature branch reads (None: 3, or 2 when K is at least
+            twice stage 3's side).
     """
 
     depths: tuple[int, int, int, int] = (3, 4, 14, 3)
@@ -149,6 +151,7 @@ class EncoderSpec:
     input_size: int = 256
     pool_size: int = 3
     feature_stride: int | None = None
+    feature_stage: int | None = None
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``FeatureStyleEncoder.for_generator``."""

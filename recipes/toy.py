@@ -44,7 +44,7 @@ GENERATOR_FILE = "toy_generator.safetensors"
 ENCODER_FILE = "toy_encoder.safetensors"
 ATTRIBUTE_NET_FILE = "toy_attributes.safetensors"
 #: The generator layer F replaces (see :func:`toy_recipe`).
-TOY_K = 3
+TOY_K = 5
 #: Real training images of the recipe: rendered seeds ``0 .. TRAIN_IMAGES - 1``.
 TRAIN_IMAGES = 20_000
 
@@ -67,8 +67,10 @@ def asset(name: str) -> Path:
 def toy_recipe() -> Recipe:
     """The ``toy`` recipe: a small IResNet encoder at 64 px for the shipped toy generator.
 
-    K = 3 is ``b8.conv1``, the second conv at 8x8 (F is 64 x 8 x 8): 1/8 of the image side, as
-    coarse relative to the image as the paper's K = 5 is at 256 px. The objective is the paper's
+    K = 5 is ``b16.conv1``, the second conv at 16x16 (F is 64 x 16 x 16), the paper's layer
+    index; the encoder's feature branch reads its 16x16 backbone stage (stage 2 at a 64 px
+    input). Earlier toy encoders used K = 3 (8x8), which leaves every detail finer than 8 px
+    to the W+ code. The objective is the paper's
     (MSE on synthetic G(w), the perceptual term on both reconstructions at 64 and 32 px, the
     feature term) with toy-LPIPS as the perceptual network, whose attribute net file is
     ``loss_networks.lpips_trunk`` (``lpips_net`` is unused), plus ``loss.mse_real``: a pixel term

@@ -282,6 +282,27 @@ def test_save_load_roundtrip_and_fingerprint_check(sg2, tmp_path):
         load_encoder(inv_path, sg2)
 
 
+def test_feature_branch_reads_stage_2_when_layer_k_is_finer_than_stage_3(sg2, tmp_path):
+    # sg2 at 64 px: layer 5 is 16x16; with a 64 px input stage 3 is 8x8 and stage 2 is 16x16
+    assert sg2.layer(5).shape[1:] == (16, 16)
+    enc = FeatureStyleEncoder.for_generator(sg2, 5, input_size=64, **SMALL)
+    assert enc.feature_stage == 2 and enc.feature_stride == 1
+    assert enc.content_layer[0].num_features == SMALL["widths"][1]
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    enc.eval()
+    with torch.no_grad():
+        ws, feats = enc(x)
+    assert feats.shape == (2, *sg2.layer(5).shape)
+    # stage 3 stays the choice where it has the resolution (the official case), and can be forced
+    assert FeatureStyleEncoder.for_generator(sg2, 3, input_size=64, **SMALL).feature_stage == 3
+    forced = FeatureStyleEncoder.for_generator(sg2, 5, input_size=64, feature_stage=3, **SMALL)
+    assert forced.content_layer[0].num_features == SMALL["widths"][2]
+    path = save_encoder(enc, tmp_path / "enc.safetensors")
+    assert load_encoder(path, sg2).feature_stage == 2
+    with pytest.raises(ValueError, match="feature_stage"):
+        FeatureStyleEncoder.for_generator(sg2, 5, input_size=64, feature_stage=1, **SMALL)
+
+
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="w_avg"):
         FeatureStyleEncoder(4, 8, 1, (8, 4, 4), w_avg=torch.zeros(7), **SMALL)
