@@ -88,7 +88,7 @@ def toy_recipe() -> Recipe:
         description="procedural cartoon faces, 64 px StyleGAN2 shipped with invkit (the demo domain)",
         loss=LossWeights(mse=1.0, lpips=0.2, feature=0.01, identity=0.0, parsing=0.0, mse_real=1.0),
         loss_networks=LossNetworks(lpips_trunk=str(assets_dir() / ATTRIBUTE_NET_FILE), lpips_scales=2),
-        schedule=Schedule(batch_real=8, batch_synthetic=4, epochs=4, iters_per_epoch=1500, lr=5e-4,
+        schedule=Schedule(batch_real=8, batch_synthetic=4, epochs=4, iters_per_epoch=1000, lr=1e-3,
                           lr_drop_epochs=1, lr_drop_factor=10.0, optimizer="ranger"),
         encoder=EncoderSpec(depths=(1, 1, 1, 1), widths=(32, 48, 64, 96), stem_width=16, input_size=64,
                             pool_size=3),

@@ -108,25 +108,29 @@ def measure_strip(G: Generator, inversion: Inversion, direction: Direction, net:
 
 
 def calibrate_toggle(G: Generator, inversion: Inversion, direction: Direction, net: toy_attributes.AttributeNet,
-                     target: float) -> float:
-    """The smallest strength of :data:`STRENGTH_GRID` whose toggle flips ``target`` of the images
-    (the one that flips most when none does)."""
+                     target: float) -> tuple[float, float]:
+    """``(strength, flip rate)``: the smallest strength of :data:`STRENGTH_GRID` whose toggle flips
+    ``target`` of the images, or the one that flips most when none does."""
     rates = {}
     for s in STRENGTH_GRID:
         rates[s] = measure_toggle(G, inversion, direction, net, s)["flip_rate"]
         if rates[s] >= target:
-            return s
-    return max(rates, key=rates.get)
+            return s, rates[s]
+    best = max(rates, key=rates.get)
+    return best, rates[best]
 
 
 def calibrate_attribute(G: Generator, inversion: Inversion, direction: Direction,
-                        net: toy_attributes.AttributeNet, target: float) -> float:
-    """The smallest strength of :data:`STRENGTH_GRID` at which ``direction.attribute`` moves by
-    ``target`` of its range on average (the largest tried when none does)."""
+                        net: toy_attributes.AttributeNet, target: float) -> tuple[float, float]:
+    """``(strength, move)``: the smallest strength of :data:`STRENGTH_GRID` at which
+    ``direction.attribute`` moves by ``target`` of its range on average (the largest tried when
+    none does), and the move measured there."""
+    moved = 0.0
     for s in STRENGTH_GRID:
-        if measure_strip(G, inversion, direction, net, s)[direction.attribute] >= target:
-            return s
-    return STRENGTH_GRID[-1]
+        moved = measure_strip(G, inversion, direction, net, s)[direction.attribute]
+        if moved >= target:
+            return s, moved
+    return STRENGTH_GRID[-1], moved
 
 
 def fit_directions(G: Generator, encoder, net: toy_attributes.AttributeNet, n: int = 2000,
@@ -164,12 +168,15 @@ def fit_directions(G: Generator, encoder, net: toy_attributes.AttributeNet, n: i
             d.strength = spread_strength(d, ws)
             d.stats["strength_rule"] = "2 std of the encoder's training codes along the direction"
         elif d.attribute in toy_domain.BINARY_ATTRIBUTES:
-            d.strength = calibrate_toggle(G, cal, d, net, toggle_target)
-            d.stats["strength_rule"] = f"smallest |alpha| toggling {toggle_target:.0%} of {n_calibrate} training images"
+            d.strength, rate = calibrate_toggle(G, cal, d, net, toggle_target)
+            d.stats["strength_rule"] = (f"smallest |alpha| toggling {toggle_target:.0%} of {n_calibrate} training "
+                                        f"images, else the one toggling most; toggled {rate:.1%}")
+            d.stats["calibration_flip_rate"] = rate
         else:
-            d.strength = calibrate_attribute(G, cal, d, net, attribute_target)
+            d.strength, moved = calibrate_attribute(G, cal, d, net, attribute_target)
             d.stats["strength_rule"] = (f"smallest alpha moving {d.attribute} by {attribute_target:.0%} of its range "
-                                        f"on {n_calibrate} training images")
+                                        f"on {n_calibrate} training images, else the largest tried; moved {moved:.1%}")
+            d.stats["calibration_move"] = moved
         log(f"{d.name}: strength {d.strength:g} ({d.stats['strength_rule']})")
     return out
 

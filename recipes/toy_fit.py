@@ -12,18 +12,22 @@ function of a few attributes, so the generator can be *taught* it directly:
   the first one exceeds 1/2). The remaining entries carry nothing, so the attribute
   distribution of G's samples is the renderer's (up to the weak coupling of the sphere);
 * the unchanged StyleGAN2 network of :mod:`invkit.adapters.stylegan2` (mapping + synthesis,
-  const noise) is trained so that ``G(z)`` matches ``render(attributes(z))``: L1 on pixels plus
-  toy-LPIPS (:class:`invkit.recipes.toy.ToyPerceptual`), Adam, an EMA of the weights, the
-  learning rate annealed linearly to zero over the last ``anneal`` fraction of the run.
+  const noise) is trained so that ``G(z)`` matches ``render(attributes(z))``: L1 on pixels,
+  optionally an L1 on pixel differences (``edge``) and toy-LPIPS
+  (:class:`invkit.recipes.toy.ToyPerceptual`), Adam, an EMA of the weights, the learning rate
+  annealed linearly to zero over the last ``anneal`` fraction of the run. ``init`` warm-starts
+  from any invkit generator file (every tensor of matching name and shape), e.g. a GAN-trained
+  one that already draws faces.
 
 The result is an ordinary StyleGAN2 checkpoint (``invkit.save_generator``): nothing downstream
 knows it was trained this way. Its W space is organised by the attributes, which is what the
 InterFaceGAN directions of the demo then find.
 
-Run (resumable; every random draw derives from (seed, step), so a resumed run is bit-exact)::
+Run (resumable; every random draw derives from (seed, step), so a resumed run is bit-exact;
+docs/demo.md gives the exact commands of the shipped generator)::
 
-    python -m invkit.recipes.toy_fit --out runs/toy_fit --kimg 200 --threads 2
-    python -m invkit.recipes.toy_fit --out runs/toy_fit --kimg 200 --export recipes/assets/toy_generator.safetensors
+    python -m invkit.recipes.toy_fit --out runs/toy_fit --kimg 100 --threads 2
+    python -m invkit.recipes.toy_fit --out runs/toy_fit --kimg 100 --export recipes/assets/toy_generator.safetensors
 """
 
 from __future__ import annotations
@@ -268,9 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="run directory (resumes from its checkpoint)")
     p.add_argument("--snap-kimg", type=float, default=4, help="checkpoint and sample grid every N kimg")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--export", help="only write the EMA generator of the run here (invkit safetensors)")
+    p.add_argument("--export", help="only write the run's generator here (invkit safetensors)")
+    p.add_argument("--export-which", choices=["G_ema", "G"], default="G_ema",
+                   help="with --export: the EMA generator (default) or the raw trained one (to warm start a run)")
+    p.add_argument("--stop-kimg", type=float, help="stop (with a checkpoint) at this many kimg; run again to go on")
     defaults = ToyFitConfig()
-    for name in ToyFitConfig.__dataclass_fields__:
+    for name in ToyFitConfig.__dataclass_fields__:  # every config field is an option
         value = getattr(defaults, name)
         if isinstance(value, list):
             p.add_argument("--" + name.replace("_", "-"), type=int, nargs="+", default=value)
@@ -279,11 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.export:
-        path = export_checkpoint(args.out, args.export)
+        path = export_checkpoint(args.out, args.export, args.export_which)
         print(f"exported EMA generator to {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
         return 0
     cfg = ToyFitConfig(**{k: getattr(args, k) for k in ToyFitConfig.__dataclass_fields__})
-    train(cfg, Path(args.out), args.snap_kimg, log=lambda m: print(m, flush=True))
+    train(cfg, Path(args.out), args.snap_kimg, log=lambda m: print(m, flush=True), stop_kimg=args.stop_kimg)
     return 0
 
 
