@@ -225,3 +225,20 @@ def test_cli_reports_label_file_problems(tmp_path, capsys):
     other.write_text("name,smiling\nsomeone.png,1\n")
     assert main([*base, "--labels", str(other), "--attribute", "smiling"]) == 1
     assert "none of its names match" in capsys.readouterr().err
+
+
+def test_conditioned_direction_reports_its_own_accuracy():
+    ws, planted, scores = _planted(3000, seed=3)
+    inv = Inversion(ws, torch.zeros(len(ws), 1, 2, 2), 2, "abc123", [f"i{i}" for i in range(len(ws))])
+    g = torch.Generator().manual_seed(9)
+    # conditioning on (nearly) the attribute itself leaves a direction that cannot classify it
+    same = Direction(planted + 0.05 * torch.randn(NUM_WS, W_DIM, generator=g), "w+", "same", "x", "abc123")
+    unrelated = torch.randn(NUM_WS, W_DIM, generator=g)
+    unrelated -= (unrelated * planted).sum() * planted
+    other = Direction(unrelated / unrelated.norm(), "w+", "other", "x", "abc123")
+    primal, bad = InterFaceGANEditor().fit(codes=inv, labels=scores, attribute="a", ratio=0.25, condition_on=[same])
+    _, good = InterFaceGANEditor().fit(codes=inv, labels=scores, attribute="a", ratio=0.25, condition_on=[other])
+    assert primal.stats["val_accuracy"] >= 0.97
+    assert bad.stats["primal_val_accuracy"] == primal.stats["val_accuracy"]
+    assert bad.stats["val_accuracy"] < 0.8
+    assert good.stats["val_accuracy"] >= 0.95
