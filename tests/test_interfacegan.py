@@ -242,3 +242,23 @@ def test_conditioned_direction_reports_its_own_accuracy():
     assert bad.stats["primal_val_accuracy"] == primal.stats["val_accuracy"]
     assert bad.stats["val_accuracy"] < 0.8
     assert good.stats["val_accuracy"] >= 0.95
+
+
+def test_cli_warns_about_a_chance_level_boundary(tmp_path, capsys):
+    from invkit.cli import main
+
+    codes, labels, _ = _write_codes_and_labels(tmp_path, n=400)
+    noise = tmp_path / "noise.csv"
+    g = torch.Generator().manual_seed(0)
+    rows = [f"face{i:04d}.png,{int(v)}" for i, v in enumerate(torch.randint(0, 2, (400,), generator=g))]
+    noise.write_text("name,coin\n" + "\n".join(rows) + "\n")
+    base = ["directions", "interfacegan", "--codes", str(codes), "--ratio", "0.5", "--out", str(tmp_path / "d")]
+    assert main([*base, "--labels", str(noise), "--attribute", "coin"]) == 0
+    err = capsys.readouterr().err
+    d = Direction.load(tmp_path / "d" / "coin.safetensors")
+    assert d.stats["val_accuracy"] < 0.65
+    assert "warning: coin: validation accuracy" in err and "chance level" in err
+    assert "chance level" in d.stats["warning"]
+    assert main([*base, "--labels", str(labels), "--attribute", "smiling"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert "warning" not in Direction.load(tmp_path / "d" / "smiling.safetensors").stats
