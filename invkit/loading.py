@@ -83,7 +83,7 @@ def load_generator(
     else:
         name = adapter or identify(checkpoint)
         G = plugins.generators().get(name).obj(checkpoint, device)
-    G.adapter_name = G.adapter_name or (adapter or "")
+        G.adapter_name = G.adapter_name or name  # save_generator needs it to rebuild the file
     return G.to(device).eval().requires_grad_(False)
 
 

@@ -177,3 +177,37 @@ def test_builtin_plugins_all_load():
     assert broken == {}
     assert {"stylegan2", "stylegan3"} <= set(invkit.list_generators())
     assert {"sefa", "interfacegan", "ganspace"} <= set(invkit.list_editors())
+
+
+def test_detected_generator_without_adapter_name_can_be_saved(tmp_path: Path):
+    site = tmp_path / "site"
+    site.mkdir()
+    text = EXAMPLE.read_text().replace('    adapter_name = "hello"\n', "")
+    assert "adapter_name" not in text.split("class HelloGenerator")[1].split("def ")[0]
+    _install_dist(site, "invkit-hello", "0.1.0", {"hello": "invkit_hello"}, {"invkit_hello.py": text})
+    ckpt, out = tmp_path / "hello.pt", tmp_path / "hello.safetensors"
+    proc = _run(site, f"""
+        import torch, invkit
+        from invkit_hello import HelloGenerator
+        G = HelloGenerator()
+        torch.save({{"hello_generator": G.state_dict(), "hello_config": G.config}}, {str(ckpt)!r})
+        invkit.save_generator(invkit.load_generator({str(ckpt)!r}), {str(out)!r})
+        print(type(invkit.load_generator({str(out)!r})).__name__)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == "HelloGenerator"
+
+
+def test_plugin_guide_documents_the_interfaces_as_they_are():
+    import dataclasses
+
+    import invkit
+
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    fields = [f.name for f in dataclasses.fields(invkit.StyleAffine)]
+    assert "invkit.StyleAffine(" + ", ".join(fields[:2]) in doc.replace("name: str, w_index: int", "name, w_index")
+    assert all(f in doc for f in fields)
+    assert "**`adapter_name` is required**" in doc and "`w_index` is the row of `ws`" in doc
+    assert "requires_grad_(False)" in doc and "`eval()` mode" in doc
+    kinds = __import__("invkit.editor", fromlist=["INPUT_KINDS"]).INPUT_KINDS
+    assert all(f"`{k}`" in doc for k in kinds)
