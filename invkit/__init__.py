@@ -11,7 +11,7 @@ The public API::
 
 from __future__ import annotations
 
-from . import plugins
+from . import plugins  # noqa: F401  (invkit.plugins.editors(), ... after import invkit)
 from .plugins import list_editors, list_generators, list_recipes
 
 __version__ = "0.1.0"
