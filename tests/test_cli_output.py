@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,3 +33,83 @@ def test_lazy_names_are_listed_and_resolve():
         assert name in dir(invkit)
         assert callable(getattr(invkit, name))
     assert set(invkit.__all__) <= set(dir(invkit))
+
+
+def _cli(*argv: str, **env: str) -> subprocess.CompletedProcess:
+    return _py(f"import sys; from invkit.cli import main; sys.exit(main({list(argv)!r}))", COLUMNS="80", **env)
+
+
+def test_closed_pipe_ends_quietly():
+    code = "import sys; from invkit.cli import main; sys.exit(main(['recipes', '--json']))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    proc.stdout.close()  # like `| head` exiting before the command writes
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert proc.returncode == 141
+
+
+def test_zoo_json_says_which_entries_are_verified_and_table_keeps_names_whole():
+    proc = _cli("zoo", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["entries"]}
+    assert rows["alexnet-imagenet"]["verification"] == "sha256 prefix 7be5be79"
+    assert rows["stylegan2-ffhq-1024"]["verification"] == "none"
+    table = _cli("zoo").stdout
+    for name, r in rows.items():
+        assert f" {name} " in table
+        assert ("none (not verified)" if r["verification"] == "none" else r["verification"]) in table
+
+
+def test_recipes_json_lists_every_recipe_in_full():
+    proc = _cli("recipes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert {"faces", "cars", "toy"} <= set(rows)
+    assert rows["faces"]["recipe"]["k"] == 5 and rows["faces"]["distribution"] == "invkit"
+
+
+def test_misspelt_zoo_name_gets_a_suggestion():
+    from invkit.io import zoo
+
+    with pytest.raises(KeyError, match="did you mean 'stylegan2-ffhq-1024'"):
+        zoo.get("stylegan2-ffhq-1042")
+    proc = _cli("info", "stylegan2-ffhq-1042")
+    assert proc.returncode == 1
+    assert "did you mean 'stylegan2-ffhq-1024'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_download_shows_progress_and_says_when_unverified(tmp_path, capsys, monkeypatch):
+    from invkit.io import zoo
+
+    src = tmp_path / "weights.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    monkeypatch.setenv("INVKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("INVKIT_OFFLINE", raising=False)
+    zoo.register(zoo.ZooEntry("test-progress", src.as_uri(), kind="auxiliary"))
+    path = zoo.fetch("test-progress")
+    err = capsys.readouterr().err
+    assert path.read_bytes() == src.read_bytes()
+    assert f"downloading {src.as_uri()} (3.1 MB)" in err and "100%" in err
+    assert f"not verified: zoo entry 'test-progress' records no sha256; this download's sha256 is {zoo.sha256_of(src)}" in err
+    digest = zoo.sha256_of(src)
+    zoo.register(zoo.ZooEntry("test-prefix", src.as_uri(), sha256=digest[:8], filename="p.bin", kind="auxiliary"))
+    zoo.fetch("test-prefix")
+    assert f"verified p.bin (sha256 prefix {digest[:8]})" in capsys.readouterr().err
+    zoo.register(zoo.ZooEntry("test-badprefix", src.as_uri(), sha256="00000000", filename="q.bin", kind="auxiliary"))
+    with pytest.raises(zoo.ZooError, match="sha256 mismatch"):
+        zoo.fetch("test-badprefix")
+
+
+def test_info_prints_long_paths_whole(tmp_path):
+    from invkit import save_generator
+    from invkit.testing import tiny_stylegan2
+
+    folder = tmp_path / ("a-rather-long-folder-name-for-generators-" * 2)
+    folder.mkdir()
+    path = save_generator(tiny_stylegan2(resolution=16), folder / "my-generator-checkpoint.safetensors")
+    proc = _cli("info", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert str(path) in proc.stdout
+    data = json.loads(_cli("info", str(path), "--json").stdout)
+    assert data["source"] == str(path) and data["adapter"] == "stylegan2"
