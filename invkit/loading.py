@@ -18,8 +18,16 @@ GENERATOR_KIND = "generator"
 def resolve(source: str | os.PathLike, kind: str = "generator") -> Path:
     """A local path for ``source``: an existing path; else a zoo name or URL (downloaded to the
     cache, or found there when offline); else the name of a registered recipe that ships a
-    pretrained ``kind`` ("generator" or "encoder"; e.g. ``toy``, the demo's models)."""
+    pretrained ``kind`` ("generator" or "encoder"; e.g. ``toy``, the demo's models). For an
+    encoder, a training run folder or checkpoint stands for the encoder of the run's newest (or
+    that) checkpoint, written once to ``<cache>/run-encoders/``."""
     path = Path(source)
+    if kind == "encoder" and path.exists():
+        from .io import runs, zoo
+
+        checkpoint = runs.training_checkpoint(path)  # a run folder or a training checkpoint
+        if checkpoint is not None:
+            return runs.cached_encoder(checkpoint, zoo.cache_dir())
     if path.exists():
         return path
     text = str(source)

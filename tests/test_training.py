@@ -441,3 +441,41 @@ def test_active_terms_hide_unused_terms():
     assert list(active_terms(losses, LossWeights(identity=0.0))) == ["total", "mse", "lpips", "feature"]
     assert list(active_terms(losses, LossWeights())) == ["total", "mse", "lpips", "feature", "identity"]
     assert active_terms({"total": 1.0, "edge": 0.2, "zero": 0.0}) == {"total": 1.0, "edge": 0.2}
+
+
+def test_a_run_before_it_ends_stands_in_for_its_encoder(G16, tmp_path, monkeypatch, capsys):
+    from invkit import load_encoder, save_generator
+    from invkit.cli import main as cli_main
+
+    monkeypatch.setenv("INVKIT_CACHE", str(tmp_path / "cache"))
+    r = tiny_recipe()
+    run = tmp_path / "run"
+    t = Trainer(r, G16, run, g_images(G16, 8, 1), loss=pixel_loss(r), progress=False, max_steps=3)
+    t.run()
+    assert not (run / "encoder.safetensors").exists()  # the schedule (8 steps) has not finished
+    want = {k: v.clone() for k, v in t.encoder.state_dict().items()}
+    for source in (run, run / "checkpoints" / "step-00000003.safetensors"):
+        enc = load_encoder(source, G16)
+        got = enc.state_dict()
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    out = tmp_path / "enc.safetensors"
+    assert cli_main(["export-encoder", str(run), "--out", str(out)]) == 0
+    assert f"wrote {out} (encoder at step 3" in capsys.readouterr().out
+    got = load_encoder(out, G16).state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert cli_main(["export-encoder", str(run), "--out", str(out)]) == 1  # no silent overwrite
+    assert "already exists" in capsys.readouterr().err
+    # any command that takes --encoder accepts the run folder
+    images = tmp_path / "images"
+    images.mkdir()
+    from invkit.io.images import save_image
+
+    save_image(g_images(G16, 1, 5)[0], images / "a.png")
+    gen = save_generator(G16, tmp_path / "g.safetensors")
+    assert cli_main(["invert", "--generator", str(gen), "--encoder", str(run), "--images", str(images),
+                     "--out", str(tmp_path / "inv"), "--input-size", "16"]) == 0
+    assert (tmp_path / "inv" / "codes.safetensors").is_file()
+    empty = tmp_path / "empty"
+    (empty / "checkpoints").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="empty: a training run without checkpoints yet"):
+        load_encoder(empty, G16)

@@ -39,7 +39,7 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", "-i", help="folder of images to invert with --encoder")
     src.add_argument("--codes", help="codes file written by `invkit invert` (instead of --encoder/--images)")
-    p.add_argument("--encoder", "-e", help="encoder file, or a recipe that ships one (toy); needed with --images")
+    p.add_argument("--encoder", "-e", help="encoder file, training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy); needed with --images")
     p.add_argument("--k", type=int, default=None, help="layer K of an official encoder file (default 5)")
     p.add_argument("--out", "-o", required=True, help="output folder for the strips")
     p.add_argument("--with-input", action="store_true", help="put the input image first in each strip (--images)")

@@ -57,7 +57,7 @@ def add_model_args(p) -> None:
 def register(sub) -> None:
     p = sub.add_parser("eval", help="reconstruction metrics (SSIM, PSNR, MSE, LPIPS, ID, FID) of an encoder")
     add_model_args(p)
-    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), or a recipe that ships one (toy)")
+    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), a training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy)")
     p.add_argument("--out", "-o", required=True, help="JSON report path")
     p.set_defaults(func=run)
 

@@ -32,7 +32,7 @@ REC_WF_DIR = "rec_wf"
 def register(sub) -> None:
     p = sub.add_parser("invert", help="invert a folder of images with a Feature-Style encoder")
     p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
-    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), or a recipe that ships one (toy)")
+    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), a training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy)")
     p.add_argument("--images", "-i", required=True, help="folder of input images")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4)")

@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("b", help="image B (or a name in --codes)")
     p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--encoder", "-e", help="encoder file to invert A and B with")
+    src.add_argument("--encoder", "-e", help="encoder file, training run folder or checkpoint (its newest encoder) to invert A and B with")
     src.add_argument("--codes", help="codes file written by `invkit invert`; A and B are names in it")
     p.add_argument("--k", type=int, default=None, help="layer K of an official encoder file (default 5)")
     p.add_argument("--out", "-o", default="mix.png", help="output image (default mix.png)")

@@ -24,7 +24,7 @@ def register(sub) -> None:
     p = sub.add_parser("video", help="invert/edit the face of a video and paste it back")
     p.add_argument("input", help="input video (mp4, mov, ...)")
     p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
-    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), or a recipe that ships one (toy)")
+    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), a training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy)")
     p.add_argument("--direction", "-d", default=None, help="direction file (.safetensors) to edit along")
     p.add_argument("--strength", type=float, default=2.0, help="edit strength (default 2; needs --direction)")
     p.add_argument("--ramp", type=float, default=0.0, help="seconds over which the strength grows from 0 (default 0)")
