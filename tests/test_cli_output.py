@@ -113,3 +113,29 @@ def test_info_prints_long_paths_whole(tmp_path):
     assert str(path) in proc.stdout
     data = json.loads(_cli("info", str(path), "--json").stdout)
     assert data["source"] == str(path) and data["adapter"] == "stylegan2"
+
+
+def test_every_option_of_every_command_has_help(monkeypatch):
+    import argparse
+
+    import invkit.cli as cli
+
+    monkeypatch.setattr(cli, "ARGV", ["directions"])  # also build the plugin editors' parsers
+    missing, texts = [], {}
+
+    def walk(p, path):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    walk(sp, [*path, name])
+            elif not isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
+                if not a.help:
+                    missing.append(f"{' '.join(path)} {a.option_strings or a.dest}")
+                for opt in a.option_strings:
+                    texts[(" ".join(path), opt)] = a.help or ""
+
+    walk(cli.build_parser(), ["invkit"])
+    assert missing == []
+    assert "cuda" in texts[("invkit sample", "--device")] and "random" in texts[("invkit invert", "--noise-mode")]
+    assert "forward pass" in texts[("invkit sample", "--batch")]
+    assert "seed" in texts[("invkit directions ganspace", "--seed")]

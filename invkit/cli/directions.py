@@ -67,7 +67,7 @@ def register(sub) -> None:
     i.add_argument("--ratio", type=float, default=0.02,
                    help="continuous labels: fraction (<1) or count (>=1) taken from each end (default 0.02)")
     i.add_argument("--split", type=float, default=0.7, help="training fraction of each side (default 0.7)")
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--seed", type=int, default=0, help="seed of the train/validation split (default 0)")
     i.add_argument("--condition-on", nargs="+", default=[], metavar="DIRECTION",
                    help="direction files of attributes to keep unchanged (writes a conditioned direction too)")
     _common_args(i, default_space="w+")
@@ -78,7 +78,7 @@ def register(sub) -> None:
     g.add_argument("--components", type=int, default=10, help="number of directions (default 10)")
     g.add_argument("--layers", default=None, help="ws rows the directions apply to (default: all)")
     g.add_argument("--samples", type=int, default=20_000, help="number of z to map (default 20000)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampled z (default 0)")
     _common_args(g)
     g.set_defaults(func=run_ganspace)
     from . import ARGV

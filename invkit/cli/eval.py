@@ -51,7 +51,7 @@ def add_model_args(p) -> None:
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
     p.add_argument("--k", type=int, default=None, help="layer K of an official encoder file (default 5)")
     p.add_argument("--input-size", type=int, default=256, help="encoder input side of an official encoder file")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
 
 
 def register(sub) -> None:
@@ -227,7 +227,10 @@ def run(args) -> int:
     files = select_images(args.images, args.n)
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     E = load_encoder(args.encoder, G, k=args.k, device=args.device, input_size=args.input_size)
-    identity = load_identity_embedder(args.id_net, args.device) if "id" in metrics else None
+    notes: list[str] = []
+    identity = load_identity_embedder(args.id_net, args.device, notes=notes) if "id" in metrics else None
+    for note in notes:
+        console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
     progress = Progress(TextColumn("[bold]evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console)
     with progress:
@@ -240,6 +243,7 @@ def run(args) -> int:
                       "resolution": G.resolution},
         "encoder": {"source": str(args.encoder), "k": E.k},
         "identity_network": ev.identity_network,
+        "notes": notes,
         "n_evaluated": len(ev.evaluated),
         "skipped": ev.skipped,
         "results": ev.results,

@@ -41,8 +41,9 @@ def register(sub) -> None:
                    help="layer K of an official encoder file (default 5); invkit files record it")
     p.add_argument("--input-size", type=int, default=256,
                    help="encoder input side of an official encoder file (default 256); invkit files record it")
-    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"],
+                   help="per-layer noise: const (the fixed buffers, reproducible; default), random (fresh each call) or none (zeros)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.set_defaults(func=run)
 
