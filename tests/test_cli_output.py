@@ -139,3 +139,12 @@ def test_every_option_of_every_command_has_help(monkeypatch):
     assert "cuda" in texts[("invkit sample", "--device")] and "random" in texts[("invkit invert", "--noise-mode")]
     assert "forward pass" in texts[("invkit sample", "--batch")]
     assert "seed" in texts[("invkit directions ganspace", "--seed")]
+
+
+def test_readme_says_what_the_constraints_pin_and_what_they_do_not():
+    readme = (REPO / "README.md").read_text()
+    pins = [line for line in (REPO / "constraints.txt").read_text().splitlines() if line and not line.startswith("#")]
+    for pin in pins:
+        assert f"`{pin}`" in readme  # every pin is named where the guarantee is stated
+    assert "does\n**not** choose the **build**" in readme or "does **not** choose the **build**" in readme
+    assert "https://download.pytorch.org/whl/cpu" in readme and "resolves to the CUDA build" in readme
