@@ -262,3 +262,21 @@ def test_cli_warns_about_a_chance_level_boundary(tmp_path, capsys):
     assert main([*base, "--labels", str(labels), "--attribute", "smiling"]) == 0
     assert "warning" not in capsys.readouterr().err
     assert "warning" not in Direction.load(tmp_path / "d" / "smiling.safetensors").stats
+
+
+def test_cli_table_keeps_long_direction_file_names_whole(tmp_path, capsys, monkeypatch):
+    from invkit.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    codes, labels, _ = _write_codes_and_labels(tmp_path, n=300)
+    long = "smiling_with_teeth_showing_and_eyes_closed_attribute"
+    labels.write_text(labels.read_text().replace("name,smiling,age", f"name,{long},age", 1))
+    out = tmp_path / "directions-with-a-long-folder-name"
+    assert main(["directions", "interfacegan", "--codes", str(codes), "--labels", str(labels), "--attribute", "age",
+                 "--ratio", "0.3", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["directions", "interfacegan", "--codes", str(codes), "--labels", str(labels), "--attribute", long,
+                 "--ratio", "0.3", "--out", str(out), "--condition-on", str(out / "age.safetensors")]) == 0
+    table = capsys.readouterr().out
+    for name in (f"{long}.safetensors", f"{long}_cond_age.safetensors"):
+        assert (out / name).is_file() and name in table

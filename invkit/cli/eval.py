@@ -29,6 +29,7 @@ from ..io.atomic import write_text
 from ..io.images import iter_image_batches, list_images
 from ..loading import load_generator
 from ..metrics import ALL_METRICS, ReconstructionMetrics, load_identity_embedder, parse_metrics
+from ._output import keep_whole, print_table
 
 REC_WF = "G(w,F)"
 REC_W = "G(w)"
@@ -252,7 +253,7 @@ def run(args) -> int:
         "device": str(args.device),
     }
     out = write_report(args.out, report)
-    Console().print(results_table(ev.results, f"{len(ev.evaluated)} images at {G.resolution} px"))
+    print_table(keep_whole(results_table(ev.results, f"{len(ev.evaluated)} images at {G.resolution} px"), "Method"))
     for s in ev.skipped:
         console.print(f"[yellow]skipped[/yellow] {s['error']}", highlight=False)
     console.print(f"report -> [bold]{out}[/bold]")
