@@ -171,6 +171,14 @@ def test_editor_returning_nothing_is_one_line_error(groupdiff: Path, tmp_path: P
                 "--attribute", "same", "--out", str(tmp_path / "d"))
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error")]
     assert lines == [f"error: editor 'groupdiff' (invkit-groupdiff) returned no directions; nothing written to "
                      f"{tmp_path / 'd'}"]
+
+
+def test_editor_without_declared_inputs_gets_a_clear_error(site: Path, tmp_path: Path):
+    proc = _run(site, f"import sys; from invkit.cli import main; "
+                      f"sys.exit(main(['directions', 'meandiff', '--out', {str(tmp_path / 'd')!r}]))")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error")]
+    assert "editor 'meandiff' (invkit-meandiff) declares no inputs" in line and "Editor.inputs" in line

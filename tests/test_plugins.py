@@ -155,8 +155,9 @@ def test_plugin_cannot_take_over_builtin_names(tmp_path: Path):
         print(json.dumps({{"fp": H.fingerprint() == G.fingerprint(), "sefa": sefa.distribution,
                           "gen": invkit.plugins.generators().get("stylegan2").distribution,
                           "own": "aaa-own" in invkit.list_generators(),
-                          "broken": [p.name for p in invkit.plugins.broken_plugins()],
-                          "refused": invkit.plugins.refusals()}}))
+                          "broken": [p.name for p in invkit.plugins.broken_plugins()
+                                     if p.distribution == "aaa-impostor"],
+                          "refused": [r for r in invkit.plugins.refusals() if "aaa-impostor" in r]}}))
     """)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -271,7 +271,9 @@ def test_missing_parser_weights_are_a_recorded_note_not_silent(tmp_path, tiny, m
     assert pipe.parser is None
     (note,) = pipe.notes
     assert note.startswith("face parsing unavailable (") and "feathered square mask" in note and "\n" not in note
-    report = pipe.run(iter([]), 24, tmp_path / "empty.mp4")
-    assert report.to_dict()["notes"] == [note]
+    pipe.detector = type("NoFaces", (), {"detect": lambda self, frame: []})()
+    frames = (np.full((32, 32, 3), 100, np.uint8) for _ in range(2))
+    report = pipe.run(frames, 24, tmp_path / "blank.mp4")
+    assert report.frames == 2 and report.to_dict()["notes"] == [note]
     square = video.VideoPipeline(G, enc, detector=ScriptedDetector(iter([])), ic=False, face_mask="square")
     assert square.notes == []

@@ -149,7 +149,13 @@ def run_plugin(args) -> int:
 
     entry = plugins.editors().get(args.editor)
     values, G, codes = fit_inputs(args, load_generator, Inversion.load, Direction.load, read_labels)
-    dirs = entry.obj().fit(**values)
+    try:
+        dirs = entry.obj().fit(**values)
+    except TypeError as exc:
+        if args.editor_inputs:
+            raise
+        raise ValueError(f"editor {args.editor!r} ({entry.distribution}) declares no inputs and its fit() "
+                         f"failed: {exc} (an editor lists its fit() keywords in Editor.inputs, docs/plugins.md)") from None
     if dirs and all(isinstance(d, Direction) for d in dirs):
         _calibrate(dirs, codes.ws if codes is not None else _mapped_codes(G) if G is not None else None)
     numeric = [k for k, v in (dirs[0].stats.items() if dirs and isinstance(dirs[0], Direction) else ())
