@@ -270,7 +270,7 @@ class StyleGAN2Generator(Generator):
             out.append(StyleAffine(names[j], j, a.detach(), b.detach()))
             if j % 2 == 0:
                 a, b = self.torgbs[block].affine.effective()
-                out.append(StyleAffine(f"b{4 * 2 ** block}.torgb", j + 1, a.detach(), b.detach()))
+                out.append(StyleAffine(f"b{4 * 2 ** block}.torgb", j + 1, a.detach(), b.detach(), torgb=True))
                 block += 1
         return out
 

@@ -168,7 +168,7 @@ class StyleGAN3Generator(Generator):
         out = []
         for k, layer in enumerate(self.synthesis.layer_modules(), start=1):
             weight, bias = layer.affine.effective()
-            out.append(StyleAffine(layer.spec.name, k, weight.detach(), bias.detach()))
+            out.append(StyleAffine(layer.spec.name, k, weight.detach(), bias.detach(), torgb=layer.spec.is_torgb))
         return out
 
     def input_affine(self) -> tuple[torch.Tensor, torch.Tensor]:

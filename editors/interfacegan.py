@@ -357,7 +357,27 @@ class InterFaceGANEditor(Editor):
         primal = Direction(vec, space, attribute, self.name, fp, layers_meta, attribute, stats)
         if not condition_on:
             return [primal]
-        return [primal, condition(primal, list(condition_on))]
+        conditioned = condition(primal, list(condition_on))
+        conditioned.stats.update(_refit_stats(conditioned, ws, sp), primal_val_accuracy=stats["val_accuracy"])
+        return [primal, conditioned]
+
+
+def _refit_stats(d: Direction, ws: torch.Tensor, sp: Split) -> dict[str, float]:
+    """The accuracies of a conditioned direction *itself* as a classifier: codes projected on
+    it, thresholded halfway between the two training classes' mean projections."""
+    if d.space == "w+" and ws.ndim == 3:
+        rows = list(d.layers) or list(range(ws.shape[1]))
+        x = code_matrix(ws, "w+", rows)
+        n = d.vector[rows].reshape(-1).double().numpy()
+    else:
+        x = code_matrix(ws, "w", list(d.layers) or list(range(ws.shape[1] if ws.ndim == 3 else 1)))
+        n = d.vector.reshape(-1).double().numpy()
+    proj = x[sp.train] @ n
+    y = np.asarray(sp.train_y) > 0.5
+    b = -float(proj[y].mean() + proj[~y].mean()) / 2 if y.any() and (~y).any() else 0.0
+    return {"train_accuracy": accuracy(x[sp.train], sp.train_y, n, b),
+            "val_accuracy": accuracy(x[sp.val], sp.val_y, n, b),
+            "remaining_accuracy": accuracy(x[sp.remaining], sp.remaining_y, n, b), "bias": b}
 
 
 @hookimpl

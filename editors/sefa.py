@@ -26,8 +26,9 @@ from invkit.hookspecs import hookimpl
 
 
 def is_torgb(affine: StyleAffine) -> bool:
-    """Whether an affine feeds a ToRGB layer (recognised by its name: ``torgb``/``to_rgb``)."""
-    return "rgb" in affine.name.lower()
+    """Whether an affine feeds a ToRGB layer: its ``torgb`` flag, or (for adapters written
+    before the flag) ``torgb``/``to_rgb`` in its name."""
+    return bool(getattr(affine, "torgb", False)) or "rgb" in affine.name.lower()
 
 
 def select_affines(

@@ -11,18 +11,24 @@ The public API::
 
 from __future__ import annotations
 
-from .direction import Direction
-from .editor import Editor
-from .encoder import Encoder
-from .generator import Generator, LayerInfo, StyleAffine
-from .inversion import Inversion
-from .loading import load_generator, save_generator
+from . import plugins  # noqa: F401  (invkit.plugins.editors(), ... after import invkit)
 from .plugins import list_editors, list_generators, list_recipes
 
 __version__ = "0.1.0"
 
-# Names whose modules pull in heavier machinery are imported on first use.
+# Every name whose module imports torch is imported on first use, so ``import invkit`` (and
+# ``invkit --version``) stays fast; docs/performance.md has the numbers.
 _LAZY = {
+    "Direction": "invkit.direction",
+    "Editor": "invkit.editor",
+    "EditorInput": "invkit.editor",
+    "Encoder": "invkit.encoder",
+    "Generator": "invkit.generator",
+    "LayerInfo": "invkit.generator",
+    "StyleAffine": "invkit.generator",
+    "Inversion": "invkit.inversion",
+    "load_generator": "invkit.loading",
+    "save_generator": "invkit.loading",
     "load_encoder": "invkit.fs_encoder",
     "FeatureStyleEncoder": "invkit.fs_encoder",
     "save_encoder": "invkit.fs_encoder",
@@ -45,23 +51,20 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'invkit' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
-    "Direction",
-    "Editor",
-    "Encoder",
-    "Generator",
-    "Inversion",
-    "LayerInfo",
-    "StyleAffine",
     "list_editors",
     "list_generators",
     "list_recipes",
-    "load_generator",
-    "save_generator",
     "__version__",
     *_LAZY,
 ]

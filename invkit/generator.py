@@ -58,12 +58,14 @@ class StyleAffine:
         w_index: the row of ``ws`` it reads.
         weight: effective matrix ``A`` ``[C_in, w_dim]`` (equalised-lr gain applied).
         bias: effective bias ``[C_in]``.
+        torgb: whether the layer is a ToRGB layer (SeFa leaves these out by default).
     """
 
     name: str
     w_index: int
     weight: torch.Tensor
     bias: torch.Tensor
+    torgb: bool = False
 
 
 class Generator(nn.Module, ABC):

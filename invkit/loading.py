@@ -18,8 +18,16 @@ GENERATOR_KIND = "generator"
 def resolve(source: str | os.PathLike, kind: str = "generator") -> Path:
     """A local path for ``source``: an existing path; else a zoo name or URL (downloaded to the
     cache, or found there when offline); else the name of a registered recipe that ships a
-    pretrained ``kind`` ("generator" or "encoder"; e.g. ``toy``, the demo's models)."""
+    pretrained ``kind`` ("generator" or "encoder"; e.g. ``toy``, the demo's models). For an
+    encoder, a training run folder or checkpoint stands for the encoder of the run's newest (or
+    that) checkpoint, written once to ``<cache>/run-encoders/``."""
     path = Path(source)
+    if kind == "encoder" and path.exists():
+        from .io import runs, zoo
+
+        checkpoint = runs.training_checkpoint(path)  # a run folder or a training checkpoint
+        if checkpoint is not None:
+            return runs.cached_encoder(checkpoint, zoo.cache_dir())
     if path.exists():
         return path
     text = str(source)
@@ -33,8 +41,16 @@ def resolve(source: str | os.PathLike, kind: str = "generator") -> Path:
         if pretrained is not None:
             return Path(pretrained(kind))
         raise FileNotFoundError(f"{source}: recipe {text!r} ({entry.distribution}) ships no pretrained {kind}")
-    raise FileNotFoundError(f"{source}: no such file, and not a zoo name or a recipe with a pretrained {kind} "
-                            f"(see `invkit zoo`, `invkit recipes`)")
+    hint = zoo.suggest(text) or _close(text, plugins.list_recipes())
+    raise FileNotFoundError(f"{source}: no such file, and not a zoo name or a recipe with a pretrained {kind}"
+                            f"{hint} (see `invkit zoo`, `invkit recipes`)")
+
+
+def _close(name: str, names: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def identify(checkpoint: CheckpointFile) -> str:
@@ -83,7 +99,7 @@ def load_generator(
     else:
         name = adapter or identify(checkpoint)
         G = plugins.generators().get(name).obj(checkpoint, device)
-    G.adapter_name = G.adapter_name or (adapter or "")
+        G.adapter_name = G.adapter_name or name  # save_generator needs it to rebuild the file
     return G.to(device).eval().requires_grad_(False)
 
 

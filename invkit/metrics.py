@@ -281,10 +281,12 @@ class DlibFaceDescriptor:
 
 
 def load_identity_embedder(
-    which: str = "auto", device: str | torch.device = "cpu", path: str | None = None
+    which: str = "auto", device: str | torch.device = "cpu", path: str | None = None,
+    notes: list[str] | None = None,
 ) -> IdentityEmbedder:
     """``"arcface"``, ``"dlib"`` or ``"auto"`` (ArcFace when its weights can be had, else the
-    dlib descriptor, with a warning that it is a different network)."""
+    dlib descriptor). The fallback is said in one line: appended to ``notes`` when given (the
+    commands print it and record it in their JSON report), else logged as a warning."""
     if which == "arcface":
         return ArcFaceEmbedder(path, device)
     if which == "dlib":
@@ -294,10 +296,14 @@ def load_identity_embedder(
     try:
         return ArcFaceEmbedder(path, device)
     except (ImportError, FileNotFoundError, ValueError) as exc:
-        import warnings
+        note = (f"ArcFace unavailable ({' '.join(str(exc).split())}); identity measured with dlib's "
+                f"face descriptor instead (a different network, reported as 'id_dlib')")
+        if notes is not None:
+            notes.append(note)
+        else:
+            import logging
 
-        warnings.warn(f"ArcFace unavailable ({exc}); identity measured with dlib's face descriptor "
-                      f"instead (a different network, reported as 'id_dlib')", stacklevel=2)
+            logging.getLogger(__name__).warning("%s", note)
         return DlibFaceDescriptor()
 
 

@@ -6,6 +6,7 @@ plugin and distribution registered it, which ``invkit plugins`` shows.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,8 +34,16 @@ class Entry:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class NameTaken(ValueError):
+    """A plugin tried to register a name that another plugin already holds."""
+
+
 class Registry:
-    """An ordered name -> :class:`Entry` map for one kind of component."""
+    """An ordered name -> :class:`Entry` map for one kind of component.
+
+    The first registration of a name wins and later ones are refused (:class:`NameTaken`), so
+    a plugin cannot take over a name: invkit's own plugins are loaded first.
+    """
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -43,9 +52,9 @@ class Registry:
     def add(self, entry: Entry) -> None:
         if entry.name in self._entries:
             old = self._entries[entry.name]
-            raise ValueError(
-                f"{self.kind} {entry.name!r} registered twice: by {old.plugin} ({old.distribution}) "
-                f"and by {entry.plugin} ({entry.distribution})"
+            raise NameTaken(
+                f"{self.kind} {entry.name!r} from {entry.plugin} ({entry.distribution}) refused: "
+                f"the name is taken by {old.plugin} ({old.distribution})"
             )
         self._entries[entry.name] = entry
 
@@ -54,7 +63,9 @@ class Registry:
             return self._entries[name]
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise KeyError(f"unknown {self.kind} {name!r}; registered: {known}") from None
+            close = difflib.get_close_matches(str(name), list(self._entries), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise KeyError(f"unknown {self.kind} {name!r}{hint}; registered: {known}") from None
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching a shell-style ``pattern``, sorted."""

@@ -281,6 +281,7 @@ class VideoReport:
     identity_network: str | None = None
     max_frames_held: int = 0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -316,6 +317,9 @@ class VideoPipeline:
             4x is slower and changes little at video resolutions).
         face_mask: "parsing" (BiSeNet mask when its weights exist, else the feathered square)
             or "square".
+
+    Fallbacks (no BiSeNet weights, no ArcFace) are never silent: each is one line in
+    ``notes`` (and in the report's ``notes``).
     """
 
     def __init__(
@@ -347,19 +351,23 @@ class VideoPipeline:
         self.metric_names = [m for m in metrics if m not in ("id", "fid")]
         self.device = torch.device(device)
         self.identity = identity
+        self.notes: list[str] = []
         if ic and identity is None:
             from .metrics import load_identity_embedder
 
-            self.identity = load_identity_embedder("auto", self.device)
+            self.identity = load_identity_embedder("auto", self.device, notes=self.notes)
         self.size = G.resolution
         self.transform_size = transform_size or 2 * self.size
         self.feather = feather
         self.parser = None
         if face_mask == "parsing":
-            with contextlib.suppress(FileNotFoundError, RuntimeError, ImportError):
+            try:
                 from .nets.bisenet import BiSeNet
 
                 self.parser = BiSeNet.from_zoo().to(self.device)
+            except (FileNotFoundError, RuntimeError, ImportError) as exc:
+                self.notes.append(f"face parsing unavailable ({' '.join(str(exc).split())}); pasting back "
+                                  f"with the feathered square mask instead (--mask square says so)")
         elif face_mask != "square":
             raise ValueError(f"face_mask must be 'parsing' or 'square', got {face_mask!r}")
 
@@ -447,7 +455,7 @@ class VideoPipeline:
         written frame."""
         start = time.perf_counter()
         self.report = VideoReport(fps=float(fps), resolution=self.size, output=str(out),
-                                  comparison=str(comparison) if comparison else None)
+                                  comparison=str(comparison) if comparison else None, notes=list(self.notes))
         self.recon_metrics = ReconstructionMetrics(self.metric_names or ["mse"], device=self.device)
         self.ic, self.ic_input = IdentityConsistency(), IdentityConsistency()
         self._held, self.max_held = 0, 0

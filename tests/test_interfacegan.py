@@ -225,3 +225,58 @@ def test_cli_reports_label_file_problems(tmp_path, capsys):
     other.write_text("name,smiling\nsomeone.png,1\n")
     assert main([*base, "--labels", str(other), "--attribute", "smiling"]) == 1
     assert "none of its names match" in capsys.readouterr().err
+
+
+def test_conditioned_direction_reports_its_own_accuracy():
+    ws, planted, scores = _planted(3000, seed=3)
+    inv = Inversion(ws, torch.zeros(len(ws), 1, 2, 2), 2, "abc123", [f"i{i}" for i in range(len(ws))])
+    g = torch.Generator().manual_seed(9)
+    # conditioning on (nearly) the attribute itself leaves a direction that cannot classify it
+    same = Direction(planted + 0.05 * torch.randn(NUM_WS, W_DIM, generator=g), "w+", "same", "x", "abc123")
+    unrelated = torch.randn(NUM_WS, W_DIM, generator=g)
+    unrelated -= (unrelated * planted).sum() * planted
+    other = Direction(unrelated / unrelated.norm(), "w+", "other", "x", "abc123")
+    primal, bad = InterFaceGANEditor().fit(codes=inv, labels=scores, attribute="a", ratio=0.25, condition_on=[same])
+    _, good = InterFaceGANEditor().fit(codes=inv, labels=scores, attribute="a", ratio=0.25, condition_on=[other])
+    assert primal.stats["val_accuracy"] >= 0.97
+    assert bad.stats["primal_val_accuracy"] == primal.stats["val_accuracy"]
+    assert bad.stats["val_accuracy"] < 0.8
+    assert good.stats["val_accuracy"] >= 0.95
+
+
+def test_cli_warns_about_a_chance_level_boundary(tmp_path, capsys):
+    from invkit.cli import main
+
+    codes, labels, _ = _write_codes_and_labels(tmp_path, n=400)
+    noise = tmp_path / "noise.csv"
+    g = torch.Generator().manual_seed(0)
+    rows = [f"face{i:04d}.png,{int(v)}" for i, v in enumerate(torch.randint(0, 2, (400,), generator=g))]
+    noise.write_text("name,coin\n" + "\n".join(rows) + "\n")
+    base = ["directions", "interfacegan", "--codes", str(codes), "--ratio", "0.5", "--out", str(tmp_path / "d")]
+    assert main([*base, "--labels", str(noise), "--attribute", "coin"]) == 0
+    err = capsys.readouterr().err
+    d = Direction.load(tmp_path / "d" / "coin.safetensors")
+    assert d.stats["val_accuracy"] < 0.65
+    assert "warning: coin: validation accuracy" in err and "chance level" in err
+    assert "chance level" in d.stats["warning"]
+    assert main([*base, "--labels", str(labels), "--attribute", "smiling"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert "warning" not in Direction.load(tmp_path / "d" / "smiling.safetensors").stats
+
+
+def test_cli_table_keeps_long_direction_file_names_whole(tmp_path, capsys, monkeypatch):
+    from invkit.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    codes, labels, _ = _write_codes_and_labels(tmp_path, n=300)
+    long = "smiling_with_teeth_showing_and_eyes_closed_attribute"
+    labels.write_text(labels.read_text().replace("name,smiling,age", f"name,{long},age", 1))
+    out = tmp_path / "directions-with-a-long-folder-name"
+    assert main(["directions", "interfacegan", "--codes", str(codes), "--labels", str(labels), "--attribute", "age",
+                 "--ratio", "0.3", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["directions", "interfacegan", "--codes", str(codes), "--labels", str(labels), "--attribute", long,
+                 "--ratio", "0.3", "--out", str(out), "--condition-on", str(out / "age.safetensors")]) == 0
+    table = capsys.readouterr().out
+    for name in (f"{long}.safetensors", f"{long}_cond_age.safetensors"):
+        assert (out / name).is_file() and name in table

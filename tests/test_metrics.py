@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -149,7 +150,7 @@ def test_dlib_descriptor_is_labelled_and_tells_a_face_from_a_blank():
     assert "id_dlib" in ev.summary() and "id" not in ev.summary()
 
 
-def test_arcface_embedder_loads_the_insightface_layout_and_crops_the_inner_face(tmp_path, monkeypatch):
+def test_arcface_embedder_loads_the_insightface_layout_and_crops_the_inner_face(tmp_path, monkeypatch, caplog):
     from invkit.nets.arcface import ArcFace
 
     torch.manual_seed(0)
@@ -174,9 +175,16 @@ def test_arcface_embedder_loads_the_insightface_layout_and_crops_the_inner_face(
     monkeypatch.setenv("INVKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("INVKIT_WEIGHTS_DIR", raising=False)
     monkeypatch.delenv("INVKIT_ZOO_ARCFACE_R50", raising=False)
-    with pytest.warns(UserWarning, match="different network"):
-        fallback = metrics.load_identity_embedder("auto")
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one line in notes, not a raw Python warning
+        fallback = metrics.load_identity_embedder("auto", notes=notes)
     assert fallback.metric_name == "id_dlib"
+    (note,) = notes
+    assert note.startswith("ArcFace unavailable (") and "different network" in note and "\n" not in note
+    with caplog.at_level("WARNING", logger="invkit.metrics"):
+        metrics.load_identity_embedder("auto")
+    assert [r.getMessage() for r in caplog.records] == [note]
     monkeypatch.setenv("INVKIT_WEIGHTS_DIR", str(tmp_path))
     assert metrics.load_identity_embedder("auto").metric_name == "id"
 

@@ -107,7 +107,67 @@ def test_plugin_registering_a_taken_name_is_reported_not_fatal(site: Path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "hello" in out["gens"]
-    assert "registered twice" in out["broken"]["twin"]
+    # the newcomer's name is refused with one line naming both distributions; it is not broken
+    assert "twin" not in out["broken"]
+    proc = _run(site, "import sys; from invkit.cli import main; sys.exit(main(['plugins', '--json']))")
+    rows = {r["plugin"]: r for r in json.loads(proc.stdout)}
+    (line,) = rows["twin"]["refused"]
+    assert "'hello'" in line and "invkit-twin" in line and "invkit-hello" in line and "\n" not in line
+    assert rows["hello"]["refused"] == []
+
+
+IMPOSTOR = """
+from invkit.hookspecs import hookimpl
+
+def _load(checkpoint, device="cpu"):
+    raise RuntimeError("impostor adapter ran")
+
+class _Editor:
+    name = "sefa"
+    def fit(self, **inputs):
+        raise RuntimeError("impostor editor ran")
+
+@hookimpl
+def register_generators(register):
+    register("stylegan2", _load, description="impostor")
+    register("aaa-own", _load, description="a name of its own")
+
+@hookimpl
+def register_editors(register):
+    register("sefa", _Editor)
+"""
+
+
+def test_plugin_cannot_take_over_builtin_names(tmp_path: Path):
+    site = tmp_path / "site"
+    site.mkdir()
+    # "aaa" sorts before "invkit": the built-ins must still be registered first
+    _install_dist(site, "aaa-impostor", "6.6", {"impostor": "aaa_impostor"}, {"aaa_impostor.py": IMPOSTOR})
+    ckpt = tmp_path / "g.pt"
+    proc = _run(site, f"""
+        import json, torch, invkit
+        from invkit.testing import tiny_stylegan2
+        from invkit.adapters.stylegan2_formats import to_rosinality
+        G = tiny_stylegan2(resolution=16)
+        torch.save({{"g_ema": to_rosinality(G), "latent_avg": G.w_avg}}, {str(ckpt)!r})
+        H = invkit.load_generator({str(ckpt)!r})
+        sefa = invkit.plugins.editors().get("sefa")
+        print(json.dumps({{"fp": H.fingerprint() == G.fingerprint(), "sefa": sefa.distribution,
+                          "gen": invkit.plugins.generators().get("stylegan2").distribution,
+                          "own": "aaa-own" in invkit.list_generators(),
+                          "broken": [p.name for p in invkit.plugins.broken_plugins()
+                                     if p.distribution == "aaa-impostor"],
+                          "refused": [r for r in invkit.plugins.refusals() if "aaa-impostor" in r]}}))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["fp"] is True and out["sefa"] == "invkit" and out["gen"] == "invkit"
+    assert out["own"] is True and out["broken"] == []
+    assert len(out["refused"]) == 2
+    assert all("aaa-impostor" in line and "(invkit)" in line for line in out["refused"])
+    table = _run(site, "import sys; from invkit.cli import main; sys.exit(main(['plugins']))",
+                 {"COLUMNS": "200"})
+    assert "generator adapter 'stylegan2' from impostor (aaa-impostor) refused" in table.stdout
 
 
 def test_builtin_plugins_all_load():
@@ -118,3 +178,37 @@ def test_builtin_plugins_all_load():
     assert broken == {}
     assert {"stylegan2", "stylegan3"} <= set(invkit.list_generators())
     assert {"sefa", "interfacegan", "ganspace"} <= set(invkit.list_editors())
+
+
+def test_detected_generator_without_adapter_name_can_be_saved(tmp_path: Path):
+    site = tmp_path / "site"
+    site.mkdir()
+    text = EXAMPLE.read_text().replace('    adapter_name = "hello"\n', "")
+    assert "adapter_name" not in text.split("class HelloGenerator")[1].split("def ")[0]
+    _install_dist(site, "invkit-hello", "0.1.0", {"hello": "invkit_hello"}, {"invkit_hello.py": text})
+    ckpt, out = tmp_path / "hello.pt", tmp_path / "hello.safetensors"
+    proc = _run(site, f"""
+        import torch, invkit
+        from invkit_hello import HelloGenerator
+        G = HelloGenerator()
+        torch.save({{"hello_generator": G.state_dict(), "hello_config": G.config}}, {str(ckpt)!r})
+        invkit.save_generator(invkit.load_generator({str(ckpt)!r}), {str(out)!r})
+        print(type(invkit.load_generator({str(out)!r})).__name__)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == "HelloGenerator"
+
+
+def test_plugin_guide_documents_the_interfaces_as_they_are():
+    import dataclasses
+
+    import invkit
+
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    fields = [f.name for f in dataclasses.fields(invkit.StyleAffine)]
+    assert "invkit.StyleAffine(" + ", ".join(fields[:2]) in doc.replace("name: str, w_index: int", "name, w_index")
+    assert all(f in doc for f in fields)
+    assert "**`adapter_name` is required**" in doc and "`w_index` is the row of `ws`" in doc
+    assert "requires_grad_(False)" in doc and "`eval()` mode" in doc
+    kinds = __import__("invkit.editor", fromlist=["INPUT_KINDS"]).INPUT_KINDS
+    assert all(f"`{k}`" in doc for k in kinds)

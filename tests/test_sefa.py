@@ -109,3 +109,19 @@ def test_cli_writes_direction_files_matching_the_api(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["sefa_00.safetensors", "sefa_01.safetensors", "sefa_02.safetensors"]
     assert main(["directions", "sefa", "--generator", str(ckpt), "--layers", "40-41", "--out", str(tmp_path / "x")]) == 1
     assert "out of range" in capsys.readouterr().err
+
+
+def test_stylegan3_torgb_is_left_out_unless_asked():
+    from invkit.adapters.stylegan3 import StyleGAN3Generator
+
+    torch.manual_seed(0)
+    G = StyleGAN3Generator({"z_dim": 16, "w_dim": 16, "c_dim": 0, "img_resolution": 32, "img_channels": 3,
+                            "mapping_kwargs": {"num_layers": 2}, "channel_base": 256, "channel_max": 16})
+    affines = G.style_affines()
+    assert [a.torgb for a in affines] == [False] * (len(affines) - 1) + [True]
+    plain = SefaEditor().fit(generator=G, top=3)
+    with_rgb = SefaEditor().fit(generator=G, top=3, include_torgb=True)
+    assert affines[-1].name not in plain[0].stats["affines"]
+    assert affines[-1].name in with_rgb[0].stats["affines"]
+    assert len(with_rgb[0].stats["affines"]) == len(plain[0].stats["affines"]) + 1
+    assert not torch.allclose(plain[0].vector, with_rgb[0].vector)

@@ -405,9 +405,77 @@ def test_cli_trains_and_resumes_a_run(G16, tmp_path, capsys):
     assert cli_main([*args, "--max-steps", "3"]) == 0
     err = capsys.readouterr().err
     assert "notes.png: skipped" in err and "stopped at step 3/8" in err
+    assert "step 2/8" not in err  # --no-progress: no log lines, only the summary
+    summary = " ".join(line for line in err.splitlines() if "stopped at step 3/8" in line).split()
+    assert "last" in summary and "total" in summary and str(out) in summary
     assert cli_main(args) == 0
     err = capsys.readouterr().err
     assert "resuming" in err and "finished at step 8/8" in err
     assert (out / "encoder.safetensors").is_file()
     assert cli_main([*args, "--set", "schedule.lr=0.5"]) == 1
     assert "cannot resume with a different recipe" in " ".join(capsys.readouterr().err.split())
+
+
+def test_without_a_terminal_progress_is_one_whole_line_per_log_interval(G16, tmp_path, capsys):
+    r = tiny_recipe(log_every=2)
+    Trainer(r, G16, tmp_path / "run", g_images(G16, 8, 1), loss=pixel_loss(r), progress=True, max_steps=4).run()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["2/8", "4/8"]
+    for line in lines:
+        words = line.split()
+        terms = dict(zip(words[2::2], words[3::2]))
+        # the tiny recipe has no identity / parsing networks: those terms are hidden
+        assert {"total", "mse", "lpips", "feature", "lr"} <= set(terms) and "identity" not in terms
+        assert "parsing" not in terms and "lpips_w" not in terms
+        assert words[-1] == "s/step" and float(words[-2]) > 0
+        assert float(terms["lr"]) == pytest.approx(1e-3)
+        assert len(line) > 80  # nothing cut at 80 columns
+
+
+def test_active_terms_hide_unused_terms():
+    from invkit.losses import LossWeights
+    from invkit.training.logging import active_terms
+
+    losses = {"total": 1.0, "mse": 0.5, "mse_real": 0.0, "lpips": 0.2, "lpips_w": 0.1, "feature": 0.3,
+              "identity": 0.4, "parsing": 0.0}
+    assert list(active_terms(losses, LossWeights(identity=0.0))) == ["total", "mse", "lpips", "feature"]
+    assert list(active_terms(losses, LossWeights())) == ["total", "mse", "lpips", "feature", "identity"]
+    assert active_terms({"total": 1.0, "edge": 0.2, "zero": 0.0}) == {"total": 1.0, "edge": 0.2}
+
+
+def test_a_run_before_it_ends_stands_in_for_its_encoder(G16, tmp_path, monkeypatch, capsys):
+    from invkit import load_encoder, save_generator
+    from invkit.cli import main as cli_main
+
+    monkeypatch.setenv("INVKIT_CACHE", str(tmp_path / "cache"))
+    r = tiny_recipe()
+    run = tmp_path / "run"
+    t = Trainer(r, G16, run, g_images(G16, 8, 1), loss=pixel_loss(r), progress=False, max_steps=3)
+    t.run()
+    assert not (run / "encoder.safetensors").exists()  # the schedule (8 steps) has not finished
+    want = {k: v.clone() for k, v in t.encoder.state_dict().items()}
+    for source in (run, run / "checkpoints" / "step-00000003.safetensors"):
+        enc = load_encoder(source, G16)
+        got = enc.state_dict()
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    out = tmp_path / "enc.safetensors"
+    assert cli_main(["export-encoder", str(run), "--out", str(out)]) == 0
+    assert f"wrote {out} (encoder at step 3" in capsys.readouterr().out
+    got = load_encoder(out, G16).state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert cli_main(["export-encoder", str(run), "--out", str(out)]) == 1  # no silent overwrite
+    assert "already exists" in capsys.readouterr().err
+    # any command that takes --encoder accepts the run folder
+    images = tmp_path / "images"
+    images.mkdir()
+    from invkit.io.images import save_image
+
+    save_image(g_images(G16, 1, 5)[0], images / "a.png")
+    gen = save_generator(G16, tmp_path / "g.safetensors")
+    assert cli_main(["invert", "--generator", str(gen), "--encoder", str(run), "--images", str(images),
+                     "--out", str(tmp_path / "inv"), "--input-size", "16"]) == 0
+    assert (tmp_path / "inv" / "codes.safetensors").is_file()
+    empty = tmp_path / "empty"
+    (empty / "checkpoints").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="empty: a training run without checkpoints yet"):
+        load_encoder(empty, G16)

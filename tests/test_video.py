@@ -259,3 +259,21 @@ def test_video_cli(tmp_path, photo_landmarks, capsys, monkeypatch):
     assert "12 frames" in " ".join(capsys.readouterr().err.split())
     assert main(["video", str(tmp_path / "none.mp4"), "-g", str(g_path), "-e", str(e_path), "--out", str(out)]) == 1
     assert "none.mp4: no such video file" in " ".join(capsys.readouterr().err.split())
+
+
+def test_missing_parser_weights_are_a_recorded_note_not_silent(tmp_path, tiny, monkeypatch):
+    G, enc = tiny
+    monkeypatch.setenv("INVKIT_OFFLINE", "1")
+    monkeypatch.setenv("INVKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("INVKIT_WEIGHTS_DIR", raising=False)
+    monkeypatch.delenv("INVKIT_ZOO_BISENET_FACE_PARSING", raising=False)
+    pipe = video.VideoPipeline(G, enc, detector=ScriptedDetector(iter([])), ic=False, face_mask="parsing")
+    assert pipe.parser is None
+    (note,) = pipe.notes
+    assert note.startswith("face parsing unavailable (") and "feathered square mask" in note and "\n" not in note
+    pipe.detector = type("NoFaces", (), {"detect": lambda self, frame: []})()
+    frames = (np.full((32, 32, 3), 100, np.uint8) for _ in range(2))
+    report = pipe.run(frames, 24, tmp_path / "blank.mp4")
+    assert report.frames == 2 and report.to_dict()["notes"] == [note]
+    square = video.VideoPipeline(G, enc, detector=ScriptedDetector(iter([])), ic=False, face_mask="square")
+    assert square.notes == []

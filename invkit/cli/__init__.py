@@ -52,6 +52,36 @@ def _unavailable(sub, name: str, exc: ImportError) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:  # answered before the commands (and torch) are imported
+        from .. import __version__
+
+        print(f"invkit {__version__}")
+        return 0
+    global ARGV
+    ARGV = argv
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`invkit zoo | head`): stop quietly, as other Unix tools do
+        _silence_stdout()
+        return 141
+
+
+ARGV: list[str] = []  # the arguments of the running command (commands may look ahead at them)
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (tests, notebooks)
+        pass
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from ..io.atomic import atomic_path, write_text
 from ..io.images import list_images
+from ._output import keep_whole, print_table
 
 MANIFEST = "alignment.json"
 
@@ -105,7 +106,7 @@ def run(args) -> int:
         table.add_column("issue")
         for name, issue in problems:
             table.add_row(name, issue)
-        Console(stderr=True, soft_wrap=True).print(table)
+        print_table(keep_whole(table, "photo"), Console(stderr=True))
     console.print(f"{ok}/{len(files)} photos aligned at {args.size} px -> [bold]{out_dir}[/bold] "
                   f"(transforms in {MANIFEST})")
     return 0 if ok == len(files) else 1

@@ -18,6 +18,7 @@ from rich.console import Console
 from ..io.images import load_image
 from ..loading import load_generator
 from ..metrics import load_identity_embedder, parse_metrics
+from ._output import keep_whole, print_table
 from .eval import REC_W, add_model_args, evaluate, protocol, results_table, select_images, write_report
 
 
@@ -74,7 +75,7 @@ def run(args) -> int:
         skipped.extend(ev.skipped)
         console.print(f"  done in {time.perf_counter() - t0:.1f}s", highlight=False)
     title = f"{len(files)} images at {G.resolution} px ({args.device})"
-    Console().print(results_table(rows, title, extra={"images/s": "images_per_second"}))
+    print_table(keep_whole(results_table(rows, title, extra={"images/s": "images_per_second"}), "Method"))
     for s in {s["file"]: s for s in skipped}.values():
         console.print(f"[yellow]skipped[/yellow] {s['error']}", highlight=False)
     if args.out:

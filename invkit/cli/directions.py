@@ -8,8 +8,10 @@
     invkit directions ganspace --generator G.pkl --components 10 --out dirs/
 
 Every editor is taken from the plugin registry (``invkit.plugins.editors()``), the same way a
-third-party editor would be. Each direction is written to ``<out>/<name>.safetensors``; existing
-files are never replaced unless ``--overwrite`` is given.
+third-party editor would be: an editor from another distribution gets its options from the
+``inputs`` it declares (:class:`invkit.editor.EditorInput`, docs/plugins.md). Each direction is
+written to ``<out>/<name>.safetensors``; existing files are never replaced unless
+``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..direction import Direction
 from ..inversion import Inversion
 from ..loading import load_generator
 from ._args import parse_int_ranges
+from ._output import keep_whole, print_table
 
 NAME_COLUMN = "name"
 _TRUE = {"true", "yes", "y", "t"}
@@ -34,8 +37,12 @@ _FALSE = {"false", "no", "n", "f"}
 _MISSING = {"", "nan", "na", "n/a", "none", "?"}
 
 
+BUILTIN_EDITORS = ("sefa", "interfacegan", "ganspace")  # with hand-written options below
+
+
 def register(sub) -> None:
-    p = sub.add_parser("directions", help="compute editing directions (SeFa, InterFaceGAN, GANSpace)")
+    p = sub.add_parser("directions", help="compute editing directions with a registered editor "
+                                          "(SeFa, InterFaceGAN, GANSpace, plugins)")
     kinds = p.add_subparsers(dest="editor", metavar="EDITOR", required=True)
 
     s = kinds.add_parser("sefa", help="closed-form factorization of the style affines (no data needed)")
@@ -60,7 +67,7 @@ def register(sub) -> None:
     i.add_argument("--ratio", type=float, default=0.02,
                    help="continuous labels: fraction (<1) or count (>=1) taken from each end (default 0.02)")
     i.add_argument("--split", type=float, default=0.7, help="training fraction of each side (default 0.7)")
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--seed", type=int, default=0, help="seed of the train/validation split (default 0)")
     i.add_argument("--condition-on", nargs="+", default=[], metavar="DIRECTION",
                    help="direction files of attributes to keep unchanged (writes a conditioned direction too)")
     _common_args(i, default_space="w+")
@@ -71,20 +78,30 @@ def register(sub) -> None:
     g.add_argument("--components", type=int, default=10, help="number of directions (default 10)")
     g.add_argument("--layers", default=None, help="ws rows the directions apply to (default: all)")
     g.add_argument("--samples", type=int, default=20_000, help="number of z to map (default 20000)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampled z (default 0)")
     _common_args(g)
     g.set_defaults(func=run_ganspace)
+    from . import ARGV
+
+    if ARGV[:1] == ["directions"]:  # plugin editors are only looked up when this command runs
+        from ._editor_inputs import add_plugin_editors
+
+        add_plugin_editors(kinds, BUILTIN_EDITORS, _output_args, run_plugin)
 
 
 def _generator_args(p) -> None:
     p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device to load the generator on (default cpu)")
 
 
 def _common_args(p, default_space: str = "w") -> None:
     p.add_argument("--space", default=default_space, choices=["w", "w+"],
                    help=f"latent space of the written directions (default {default_space})")
+    _output_args(p)
+
+
+def _output_args(p) -> None:
     p.add_argument("--out", "-o", required=True, help="folder for the direction files")
     p.add_argument("--overwrite", action="store_true", help="replace direction files of the same name")
 
@@ -126,6 +143,26 @@ def run_interfacegan(args) -> int:
     return _write(dirs, args, ("val_accuracy", "train_accuracy", "n_train", "n_val"))
 
 
+def run_plugin(args) -> int:
+    """Any registered editor, its ``fit`` inputs built from its declared ``inputs``."""
+    from ._editor_inputs import fit_inputs
+
+    entry = plugins.editors().get(args.editor)
+    values, G, codes = fit_inputs(args, load_generator, Inversion.load, Direction.load, read_labels)
+    try:
+        dirs = entry.obj().fit(**values)
+    except TypeError as exc:
+        if args.editor_inputs:
+            raise
+        raise ValueError(f"editor {args.editor!r} ({entry.distribution}) declares no inputs and its fit() "
+                         f"failed: {exc} (an editor lists its fit() keywords in Editor.inputs, docs/plugins.md)") from None
+    if dirs and all(isinstance(d, Direction) for d in dirs):
+        _calibrate(dirs, codes.ws if codes is not None else _mapped_codes(G) if G is not None else None)
+    numeric = [k for k, v in (dirs[0].stats.items() if dirs and isinstance(dirs[0], Direction) else ())
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return _write(dirs, args, tuple(numeric[:4]))
+
+
 def _mapped_codes(G, n: int = 2000, seed: int = 0):
     """``ws [n, num_ws, w_dim]`` of mapping-network samples (the codes generator-only editors act on)."""
     import torch
@@ -140,6 +177,8 @@ def _calibrate(dirs: list[Direction], ws) -> None:
     the editor gave none; ``invkit edit`` then spans ``[-strength, strength]``."""
     from ..editing import spread_strength
 
+    if ws is None:
+        return
     for d in dirs:
         if d.strength is None and d.space != "z":
             d.strength = spread_strength(d, ws)
@@ -192,6 +231,19 @@ def _parse_label(text: str, where: str) -> float:
 
 
 def _write(dirs: list[Direction], args, stat_keys: tuple[str, ...]) -> int:
+    name = getattr(args, "editor", None) or "?"
+    who = f"editor {name!r} ({plugins.editors().get(name).distribution if name in plugins.editors() else '?'})"
+    if not dirs:
+        raise ValueError(f"{who} returned no directions; nothing written to {args.out}")
+    bad = [type(d).__name__ for d in dirs if not isinstance(d, Direction)]
+    if bad:
+        raise ValueError(f"{who} returned {', '.join(sorted(set(bad)))} instead of invkit.Direction objects")
+    for d in dirs:
+        warning = chance_warning(d)
+        if warning:
+            d.stats["warning"] = warning
+            Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/yellow] {d.name}: {warning}",
+                                                       highlight=False)
     out = Path(args.out)
     paths = [out / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', d.name)}.safetensors" for d in dirs]
     if not args.overwrite:
@@ -205,8 +257,21 @@ def _write(dirs: list[Direction], args, stat_keys: tuple[str, ...]) -> int:
     for d, p in zip(dirs, paths):
         stats = [_fmt(d.stats.get(k)) for k in stat_keys]
         table.add_row(p.name, d.space, _rows(d.layers), _fmt(d.strength), *stats)
-    Console().print(table)
+    print_table(keep_whole(table, "file"))
     return 0
+
+
+def chance_warning(d: Direction) -> str | None:
+    """A warning when a boundary's validation accuracy is within two binomial standard errors
+    of chance (0.5), or below 0.6: such a direction is mostly noise."""
+    acc, n = d.stats.get("val_accuracy"), d.stats.get("n_val")
+    if not isinstance(acc, (int, float)) or math.isnan(acc):
+        return None
+    margin = max(0.1, 2 * math.sqrt(0.25 / n)) if isinstance(n, int) and n > 0 else 0.1
+    if acc >= 0.5 + margin:
+        return None
+    return (f"validation accuracy {acc:.2f} is at chance level (needs >= {0.5 + margin:.2f} with "
+            f"{n} validation codes); the direction is likely noise: check the labels or use more codes")
 
 
 def _rows(layers: list[int]) -> str:

@@ -39,14 +39,15 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", "-i", help="folder of images to invert with --encoder")
     src.add_argument("--codes", help="codes file written by `invkit invert` (instead of --encoder/--images)")
-    p.add_argument("--encoder", "-e", help="encoder file, or a recipe that ships one (toy); needed with --images")
+    p.add_argument("--encoder", "-e", help="encoder file, training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy); needed with --images")
     p.add_argument("--k", type=int, default=None, help="layer K of an official encoder file (default 5)")
     p.add_argument("--out", "-o", required=True, help="output folder for the strips")
     p.add_argument("--with-input", action="store_true", help="put the input image first in each strip (--images)")
     p.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4)")
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
-    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"],
+                   help="per-layer noise: const (the fixed buffers, reproducible; default), random (fresh each call) or none (zeros)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace strips of the same name in --out")
     # "--strength -3:3:7" must read as a value: argparse only treats plain negative numbers as
     # values, so widen its negative-number pattern to ranges and lists (Python >= 3.13 does so).

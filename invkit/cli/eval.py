@@ -29,6 +29,7 @@ from ..io.atomic import write_text
 from ..io.images import iter_image_batches, list_images
 from ..loading import load_generator
 from ..metrics import ALL_METRICS, ReconstructionMetrics, load_identity_embedder, parse_metrics
+from ._output import keep_whole, print_table
 
 REC_WF = "G(w,F)"
 REC_W = "G(w)"
@@ -51,13 +52,13 @@ def add_model_args(p) -> None:
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
     p.add_argument("--k", type=int, default=None, help="layer K of an official encoder file (default 5)")
     p.add_argument("--input-size", type=int, default=256, help="encoder input side of an official encoder file")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="reconstruction metrics (SSIM, PSNR, MSE, LPIPS, ID, FID) of an encoder")
     add_model_args(p)
-    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), or a recipe that ships one (toy)")
+    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), a training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy)")
     p.add_argument("--out", "-o", required=True, help="JSON report path")
     p.set_defaults(func=run)
 
@@ -227,7 +228,10 @@ def run(args) -> int:
     files = select_images(args.images, args.n)
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     E = load_encoder(args.encoder, G, k=args.k, device=args.device, input_size=args.input_size)
-    identity = load_identity_embedder(args.id_net, args.device) if "id" in metrics else None
+    notes: list[str] = []
+    identity = load_identity_embedder(args.id_net, args.device, notes=notes) if "id" in metrics else None
+    for note in notes:
+        console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
     progress = Progress(TextColumn("[bold]evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console)
     with progress:
@@ -240,6 +244,7 @@ def run(args) -> int:
                       "resolution": G.resolution},
         "encoder": {"source": str(args.encoder), "k": E.k},
         "identity_network": ev.identity_network,
+        "notes": notes,
         "n_evaluated": len(ev.evaluated),
         "skipped": ev.skipped,
         "results": ev.results,
@@ -248,7 +253,7 @@ def run(args) -> int:
         "device": str(args.device),
     }
     out = write_report(args.out, report)
-    Console().print(results_table(ev.results, f"{len(ev.evaluated)} images at {G.resolution} px"))
+    print_table(keep_whole(results_table(ev.results, f"{len(ev.evaluated)} images at {G.resolution} px"), "Method"))
     for s in ev.skipped:
         console.print(f"[yellow]skipped[/yellow] {s['error']}", highlight=False)
     console.print(f"report -> [bold]{out}[/bold]")

@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument("--encoder", "-e", help="Feature-Style encoder file (also exports encoder.*)")
     p.add_argument("--k", type=int, default=None,
                    help="layer of generator_from_k<K> (default: the encoder's K, else 5)")
-    p.add_argument("--format", "-f", choices=sorted(FORMATS), default="onnx")
+    p.add_argument("--format", "-f", choices=sorted(FORMATS), default="onnx", help="file format to write (default onnx)")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)

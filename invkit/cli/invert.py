@@ -32,7 +32,7 @@ REC_WF_DIR = "rec_wf"
 def register(sub) -> None:
     p = sub.add_parser("invert", help="invert a folder of images with a Feature-Style encoder")
     p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
-    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), or a recipe that ships one (toy)")
+    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), a training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy)")
     p.add_argument("--images", "-i", required=True, help="folder of input images")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4)")
@@ -41,8 +41,9 @@ def register(sub) -> None:
                    help="layer K of an official encoder file (default 5); invkit files record it")
     p.add_argument("--input-size", type=int, default=256,
                    help="encoder input side of an official encoder file (default 256); invkit files record it")
-    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"],
+                   help="per-layer noise: const (the fixed buffers, reproducible; default), random (fresh each call) or none (zeros)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.set_defaults(func=run)
 

@@ -30,13 +30,14 @@ def register(sub) -> None:
     p.add_argument("b", help="image B (or a name in --codes)")
     p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--encoder", "-e", help="encoder file to invert A and B with")
+    src.add_argument("--encoder", "-e", help="encoder file, training run folder or checkpoint (its newest encoder) to invert A and B with")
     src.add_argument("--codes", help="codes file written by `invkit invert`; A and B are names in it")
     p.add_argument("--k", type=int, default=None, help="layer K of an official encoder file (default 5)")
     p.add_argument("--out", "-o", default="mix.png", help="output image (default mix.png)")
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
-    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"],
+                   help="per-layer noise: const (the fixed buffers, reproducible; default), random (fresh each call) or none (zeros)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.console import Console
 from rich.table import Table
 
 from .. import plugins
+from ._output import keep_whole, print_json, print_table
 
 
 def register(sub) -> None:
@@ -28,19 +27,22 @@ def run(args) -> int:
         provided.setdefault(impl.plugin_name, []).append("checkpoint identification")
     rows = [
         {"plugin": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
-         "provides": provided.get(f"{p.distribution}:{p.name}", []), "error": p.error}
+         "provides": provided.get(f"{p.distribution}:{p.name}", []), "error": p.error,
+         "refused": list(p.refused)}
         for p in plugins.plugins()
     ]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     table = Table(title="invkit plugins")
     for col in ("plugin", "distribution", "provides", "status"):
         table.add_column(col)
     for r in rows:
         status = f"[red]broken: {r['error']}[/red]" if r["error"] else "[green]ok[/green]"
+        if r["refused"]:
+            status += "".join(f"\n[yellow]{line}[/yellow]" for line in r["refused"])
         table.add_row(r["plugin"], f"{r['distribution']} {r['version']}", ", ".join(r["provides"]), status)
-    Console().print(table)
+    print_table(keep_whole(table, "plugin", "distribution"))
     if plugins._autoload_disabled():
         Console().print(f"third-party plugins disabled by {plugins.DISABLE_ENV}")
     return 0

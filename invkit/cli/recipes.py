@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
 from .. import plugins
 from ..recipe import Recipe, get_recipe
+from ._output import keep_whole, print_json, print_table
 
 
 def register(sub) -> None:
@@ -15,6 +15,7 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="with NAME: apply overrides before printing (repeatable)")
     p.add_argument("--pattern", default="*", help="only names matching this shell pattern")
+    p.add_argument("--json", action="store_true", help="list the recipes as JSON (each one in full)")
     p.set_defaults(func=run)
 
 
@@ -49,6 +50,8 @@ def run(args) -> int:
         recipe = get_recipe(args.name).with_overrides(args.overrides)
         print(recipe.to_json())
         return 0
+    if args.json:
+        return _json(args.pattern)
     table = Table(title="invkit training recipes")
     for col in ("name", "generator", "K", "objective", "preprocessing", "schedule (batch, steps, lr, opt)", "plugin"):
         table.add_column(col, overflow="fold")
@@ -64,5 +67,23 @@ def run(args) -> int:
             continue
         table.add_row(name, r.generator, str(r.k), _objective(r), _preprocess(r), _schedule(r),
                       f"{entry.plugin} ({entry.distribution})")
-    Console().print(table)
+    print_table(keep_whole(table, "name"))
+    return 0
+
+
+def _json(pattern: str) -> int:
+    registry, out = plugins.recipes(), []
+    for name in registry.names(pattern):
+        entry = registry.get(name)
+        row = {"name": name, "plugin": entry.plugin, "distribution": entry.distribution,
+               "description": entry.description, "recipe": None, "error": None}
+        try:
+            r = entry.obj()
+            if not isinstance(r, Recipe):
+                raise TypeError(f"returned a {type(r).__name__}, not a Recipe")
+            row["recipe"] = r.to_dict()
+        except Exception as exc:  # one broken recipe must not hide the others
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        out.append(row)
+    print_json(out)
     return 0

@@ -17,11 +17,12 @@ def register(sub) -> None:
     p.add_argument("--adapter", help="force an adapter instead of detecting it")
     p.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7 or 1,5,9 (default 0-7)")
     p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1.0)")
-    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
+    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"],
+                   help="per-layer noise: const (the fixed buffers, reproducible; default), random (fresh each call) or none (zeros)")
     p.add_argument("--ncol", type=int, default=None, help="grid columns (default: up to 8)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", "-o", default="grid.png")
+    p.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4; lower it to save memory)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
+    p.add_argument("--out", "-o", default="grid.png", help="output image grid (default grid.png)")
     p.set_defaults(func=run)
 
 

@@ -11,6 +11,7 @@ Pointing ``--out`` at an existing run resumes it where its last checkpoint left 
 from __future__ import annotations
 
 import logging
+import time
 
 from rich.console import Console
 
@@ -29,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", help="run folder (default: runs/RECIPE-NAME); an existing run is resumed")
     p.add_argument("--device", help="default: cuda:LOCAL_RANK when CUDA is available, else cpu")
     p.add_argument("--max-steps", type=int, help="stop (with a checkpoint) after this step; run again to continue")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar or log lines while training (the final summary line is still printed)")
     p.set_defaults(func=run)
 
 
@@ -58,10 +60,22 @@ def run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from ..training import train
 
+    started = time.time()
     result = train(recipe, data, generator=recipe.generator, out_dir=out, device=args.device, loss=loss,
                    progress=not args.no_progress, max_steps=args.max_steps, report=report)
     if rank == 0:
         total = recipe.schedule.total_steps
         state = "stopped" if result.interrupted or result.step < total else "finished"
-        console.print(f"{state} at step {result.step}/{total}; run folder [bold]{result.run_dir}[/bold]", soft_wrap=True)
+        console.print(_summary(state, result, total, time.time() - started, recipe), soft_wrap=True,
+                      highlight=False)
     return 130 if result.interrupted else 0
+
+
+def _summary(state: str, result, total: int, seconds: float, recipe: Recipe) -> str:
+    """One line: where the run stopped, how long it took, its last losses and where it is."""
+    from ..training.logging import active_terms
+
+    terms = "  ".join(f"{n} {v:.4g}" for n, v in active_terms(result.last_losses or {}, recipe.loss).items())
+    minutes, sec = divmod(int(seconds), 60)
+    return (f"{state} at step {result.step}/{total} in {minutes}m{sec:02d}s"
+            + (f"; last losses: {terms}" if terms else "") + f"; run folder [bold]{result.run_dir}[/bold]")

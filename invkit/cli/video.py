@@ -24,7 +24,7 @@ def register(sub) -> None:
     p = sub.add_parser("video", help="invert/edit the face of a video and paste it back")
     p.add_argument("input", help="input video (mp4, mov, ...)")
     p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
-    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), or a recipe that ships one (toy)")
+    p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), a training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy)")
     p.add_argument("--direction", "-d", default=None, help="direction file (.safetensors) to edit along")
     p.add_argument("--strength", type=float, default=2.0, help="edit strength (default 2; needs --direction)")
     p.add_argument("--ramp", type=float, default=0.0, help="seconds over which the strength grows from 0 (default 0)")
@@ -40,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
     p.add_argument("--k", type=int, default=None, help="layer K of an official encoder file (default 5)")
     p.add_argument("--input-size", type=int, default=256, help="encoder input side of an official encoder file")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
     p.set_defaults(func=run)
 
 
@@ -61,12 +61,16 @@ def run(args) -> int:
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     E = load_encoder(args.encoder, G, k=args.k, device=args.device, input_size=args.input_size)
     direction = Direction.load(args.direction) if args.direction else None
-    identity = None if args.id_net == "none" else load_identity_embedder(args.id_net, args.device)
+    notes: list[str] = []
+    identity = None if args.id_net == "none" else load_identity_embedder(args.id_net, args.device, notes=notes)
     pipeline = VideoPipeline(
         G, E, direction=direction, strength=ramp(args.strength, args.ramp), batch_size=args.batch,
         smooth_sigma=args.smooth, identity=identity, ic=identity is not None, face_mask=args.mask,
         device=args.device,
     )
+    notes += pipeline.notes
+    for note in notes:  # said before the frames, one line each, and kept in the report
+        console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
     progress = Progress(TextColumn("[bold]frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console)
     with progress:
@@ -74,7 +78,7 @@ def run(args) -> int:
         report = pipeline.run(read_frames(src), info.fps, out, args.side_by_side,
                               on_frame=lambda i: progress.advance(task))
     data = report.to_dict()
-    data.update({"input": str(src), "direction": args.direction,
+    data.update({"notes": notes, "input": str(src), "direction": args.direction,
                  "strength": args.strength if direction is not None else 0.0, "ramp_seconds": args.ramp})
     report_path = Path(args.report) if args.report else out.with_suffix(".json")
     write_text(report_path, json.dumps(data, indent=2, default=str) + "\n")

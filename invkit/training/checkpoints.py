@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import tensorfile
+from ..io import runs, tensorfile
 from ..recipe import Recipe, RecipeError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KIND = "training-checkpoint"
-CHECKPOINT_DIR = "checkpoints"
-_CKPT_RE = re.compile(r"^step-(\d+)\.safetensors$")
+# the run-folder layout is shared with invkit.io.runs (runs and checkpoints as encoder sources)
+CHECKPOINT_KIND, CHECKPOINT_DIR = runs.CHECKPOINT_KIND, runs.CHECKPOINT_DIR
+list_checkpoints, latest_checkpoint = runs.list_checkpoints, runs.latest_checkpoint
 
 
 # =============================================================================================
@@ -119,27 +118,6 @@ def _python_state_from_json(doc: list) -> tuple:
 # =============================================================================================
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step-{step:08d}.safetensors"
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """``(step, path)`` of every checkpoint in a run, oldest first."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT_RE.match(p.name))]
-    return sorted(found)
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest checkpoint whose header reads back (an unreadable one is reported and
-    skipped, though atomic writes should make that impossible)."""
-    for _, path in reversed(list_checkpoints(run_dir)):
-        try:
-            if tensorfile.read_meta(path).get("kind") == CHECKPOINT_KIND:
-                return path
-        except tensorfile.FileFormatError as exc:
-            log.warning("%s", exc)
-    return None
 
 
 @dataclass

@@ -54,7 +54,7 @@ from .checkpoints import (
 )
 from .defaults import default_encoder, default_loss, encoder_config, is_factory
 from .distributed import DistContext, all_gather, any_rank, setup_distributed
-from .logging import JsonlLog, StopFlag, progress_bar
+from .logging import JsonlLog, StopFlag, log_line, progress_bar
 from .optim import build_optimizer, build_scheduler, centralize_gradients
 
 log = logging.getLogger(__name__)
@@ -397,7 +397,8 @@ class Trainer:
                                         "lr": self.last_lr, "blend": self.last_blend, "steps": self._count,
                                         "sec_per_step": elapsed / max(1, step - steps0), **last})
                         self._sums, self._count = {}, 0
-                        update(step, "  ".join(f"{n} {v:.4f}" for n, v in last.items()))
+                        update(step, log_line(step, self.total_steps, last, self.last_lr,
+                                              (time.time() - t0) / max(1, step - steps0), r.loss))
                     else:
                         update(step)
                     if step % r.sample_every == 0:

@@ -38,13 +38,51 @@ class JsonlLog:
         self._fh.close()
 
 
+_WEIGHTED_TERMS = ("mse", "mse_real", "lpips", "feature", "identity", "parsing")
+
+
+def active_terms(losses: dict[str, float], weights: Any = None) -> dict[str, float]:
+    """The loss terms worth showing: ``total`` and each weighted term (not the per-
+    reconstruction parts such as ``lpips_w``, which stay in log.jsonl), without terms the
+    recipe does not use (weight 0, or exactly 0.0: e.g. identity without ArcFace weights, mse
+    without synthetic images). A loss of another shape shows all its non-zero terms."""
+    names = [n for n in _WEIGHTED_TERMS if n in losses] if "total" in losses and any(
+        n in losses for n in _WEIGHTED_TERMS) else [n for n in losses if n != "total"]
+    out = {"total": losses["total"]} if "total" in losses else {}
+    for n in names:
+        if losses[n] == 0.0 or (weights is not None and getattr(weights, n, 1.0) == 0):
+            continue
+        out[n] = losses[n]
+    return out
+
+
+def log_line(step: int, total: int, losses: dict[str, float], lr: float, sec_per_step: float,
+             weights: Any = None) -> str:
+    """``step 120/5000  total 0.1234  mse 0.0123  ...  lr 1e-04  0.85 s/step``."""
+    terms = "  ".join(f"{n} {v:.4g}" for n, v in active_terms(losses, weights).items())
+    return f"step {step}/{total}  {terms}  lr {lr:.3g}  {sec_per_step:.3g} s/step"
+
+
 @contextmanager
 def progress_bar(enabled: bool, total: int, start: int) -> Iterator[Callable[..., None]]:
-    """A rich progress bar (steps, losses, ETA); yields ``update(step, text)``."""
+    """Progress on stderr; yields ``update(step, line=None)``, called every step and with a
+    :func:`log_line` every log interval. In a terminal: a rich bar (steps, ETA) showing the
+    latest line. Without one (batch logs, pipes): each line printed as it comes, whole, and
+    nothing in between."""
     if not enabled:
         yield lambda step, text=None: None
         return
     from rich.console import Console
+
+    if not Console(stderr=True).is_terminal:
+        import sys
+
+        def plain(step: int, text: str | None = None) -> None:
+            if text is not None:
+                print(text, file=sys.stderr, flush=True)
+
+        yield plain
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
