@@ -139,6 +139,11 @@ class _NdarrayToken:
     """What ``numpy.ndarray`` resolves to: usable only as ``_reconstruct``'s first argument
     (it is not a class, so it cannot be instantiated or called from the pickle)."""
 
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Invalid("BUILD on numpy.ndarray is not allowed")
+
     def __repr__(self) -> str:
         return "<numpy.ndarray token>"
 
@@ -253,6 +258,9 @@ def _rebuild_tensor(
         last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
         if last >= storage._size():  # _size(): the element count, without a deprecation warning
             raise _Invalid(f"tensor of size {tuple(size)} reaches past its storage of {storage._size()} elements")
+    if math.prod(size) > storage._size():
+        raise _Invalid(f"tensor of size {tuple(size)} has more elements than its storage of "
+                       f"{storage._size()} (overlapping strides)")
     if backward_hooks and len(backward_hooks):
         raise _Invalid("tensors with backward hooks are not allowed")
     if metadata:
@@ -359,12 +367,60 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return self._allowed[(module, name)]
+            value = self._allowed[(module, name)]
         except (KeyError, TypeError):
             raise UnsafePickleError(self._source, f"{module}.{name}") from None
+        return _guarded(value, f"{module}.{name}", self._shields)
+
+    _shields: dict[int, Any]
+
+    def load(self) -> Any:
+        self._shields = {}
+        return super().load()
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(self._source, "persistent_load", "persistent ids are not supported")
+
+
+class _Guarded:
+    """An allow-listed function as the pickle sees it: callable, but without a ``__dict__`` or
+    settable attributes, so a ``BUILD`` on it cannot change the function invkit uses."""
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, fn: Any, name: str):
+        object.__setattr__(self, "_fn", fn)
+        object.__setattr__(self, "_name", name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Invalid(f"BUILD on the allowed global {self._name} is not allowed")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise _Invalid(f"setting attributes of the allowed global {self._name} is not allowed")
+
+
+def _guarded(value: Any, name: str, shields: dict[int, Any]) -> Any:
+    """What :meth:`RestrictedUnpickler.find_class` hands the pickle for an allowed ``value``.
+
+    Nothing a file does may change invkit's state: Python functions are wrapped in
+    :class:`_Guarded`; Python classes (mutable types) are replaced by a throwaway subclass made
+    for this read (instances still pass ``isinstance`` checks; a ``BUILD`` on the class only
+    changes the throwaway); immutable built-in types and inert values pass through as they are.
+    """
+    if isinstance(value, type):
+        if value.__flags__ & (1 << 8):  # Py_TPFLAGS_IMMUTABLETYPE (built-in types)
+            return value
+        key = id(value)
+        if key not in shields:
+            shields[key] = type(value.__name__, (value,), {"__module__": value.__module__,
+                                                             "__qualname__": value.__qualname__})
+        return shields[key]
+    if callable(value) and not isinstance(value, (_NdarrayToken, torch.dtype)):
+        return _Guarded(value, name)
+    return value
 
 
 def _first_line(exc: BaseException) -> str:
@@ -405,9 +461,61 @@ def _resolve(obj: Any, memo: dict[int, Any]) -> Any:
     return out
 
 
+#: The most nodes an unpickled object may have once shared sub-objects are counted every time
+#: they are reached (what a reader walking it as a tree visits). Real network pickles have a
+#: few thousand; a pickle that reuses one object twice per level reaches 2**depth.
+MAX_EXPANDED_NODES = 2_000_000
+
+
+def _children(obj: Any) -> tuple | list:
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, Record):
+        return list(vars(obj).values())
+    return ()
+
+
+def check_expansion(obj: Any, limit: int = MAX_EXPANDED_NODES) -> int:
+    """The node count of ``obj`` walked as a tree (shared sub-objects counted at every place they
+    are reached), computed in time linear in the number of distinct objects.
+
+    Raises:
+        _Invalid: the graph has a cycle, or the tree is larger than ``limit`` nodes.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        children = _children(node)
+        if not children:
+            return 1
+        if key in active:
+            raise _Invalid("the pickle refers to itself (a cycle); refused")
+        active.add(key)
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise _Invalid(
+                    f"its objects are shared so often that walking them visits more than {limit} "
+                    "nodes (an expansion bomb); refused"
+                )
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(obj)
+
+
 def _read(file: BinaryIO, allowed: Mapping[GlobalName, Any], source: str) -> Any:
     try:
         obj = RestrictedUnpickler(file, allowed, source).load()
+        check_expansion(obj)
         return _resolve(obj, {})
     except UnsafePickleError:
         raise
