@@ -8,7 +8,7 @@ from rich.console import Console
 
 from ..io.images import save_grid
 from ..loading import load_generator
-from ._args import parse_int_ranges
+from ._args import MAX_SEEDS, check_outputs, finite_float, parse_int_ranges, positive_int
 
 
 def register(sub) -> None:
@@ -16,12 +16,14 @@ def register(sub) -> None:
     p.add_argument("--generator", "-g", required=True, help="checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     p.add_argument("--adapter", help="force an adapter instead of detecting it")
     p.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7 or 1,5,9 (default 0-7)")
-    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1.0)")
+    p.add_argument("--trunc", type=finite_float, default=1.0, help="truncation psi (default 1.0)")
     p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
-    p.add_argument("--ncol", type=int, default=None, help="grid columns (default: up to 8)")
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-pixel noise for --noise-mode random (default 0)")
+    p.add_argument("--ncol", type=positive_int, default=None, help="grid columns (default: up to 8)")
+    p.add_argument("--batch", type=positive_int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", "-o", default="grid.png")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run)
 
 
@@ -33,10 +35,12 @@ def seed_latents(seeds: list[int], z_dim: int) -> torch.Tensor:
 
 def run(args) -> int:
     console = Console(stderr=True, soft_wrap=True)
-    seeds = parse_int_ranges(args.seeds)
+    seeds = parse_int_ranges(args.seeds, MAX_SEEDS)
+    check_outputs([args.out], args.overwrite, [args.generator])
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     z = seed_latents(seeds, G.z_dim).to(args.device)
     images = []
+    torch.manual_seed(args.seed)  # --noise-mode random draws from torch's generator
     with torch.no_grad():
         for i in range(0, len(seeds), args.batch):
             ws = G.mapping(z[i:i + args.batch], truncation_psi=args.trunc)

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from .. import plugins
 from ..recipe import Recipe, get_recipe
+from ._args import positive_int
 
 
 def register(sub) -> None:
@@ -28,7 +29,7 @@ def register(sub) -> None:
                    help="override a recipe setting, e.g. schedule.lr=5e-5 or loss.lpips=0.5 (repeatable)")
     p.add_argument("--out", "-o", help="run folder (default: runs/RECIPE-NAME); an existing run is resumed")
     p.add_argument("--device", help="default: cuda:LOCAL_RANK when CUDA is available, else cpu")
-    p.add_argument("--max-steps", type=int, help="stop (with a checkpoint) after this step; run again to continue")
+    p.add_argument("--max-steps", type=positive_int, help="stop (with a checkpoint) after this step; run again to continue")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -64,4 +65,5 @@ def run(args) -> int:
         total = recipe.schedule.total_steps
         state = "stopped" if result.interrupted or result.step < total else "finished"
         console.print(f"{state} at step {result.step}/{total}; run folder [bold]{result.run_dir}[/bold]", soft_wrap=True)
-    return 130 if result.interrupted else 0
+    # the shell's convention: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)
+    return 128 + (result.stop_signal or 2) if result.interrupted else 0
