@@ -61,6 +61,7 @@ def run(args) -> int:
         except (OSError, json.JSONDecodeError):
             pass
     problems: list[tuple[str, str]] = []
+    refused = 0
     changed = False  # a re-run that only refused keeps alignment.json (its paste-back transforms) as it was
     progress = Progress(TextColumn("[bold]aligning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console)
@@ -95,6 +96,7 @@ def run(args) -> int:
                         problems.append((path.name, f"{len(faces)} faces ({note})"))
             except FileExistsError as exc:
                 problems.append((path.name, str(exc)))
+                refused += 1
                 if path.name in manifest["images"]:
                     progress.advance(task)
                     continue  # its crops and transforms from the earlier run stay as they were
@@ -119,4 +121,4 @@ def run(args) -> int:
         Console(stderr=True, soft_wrap=True).print(table)
     console.print(f"{ok}/{len(files)} photos aligned at {args.size} px -> [bold]{out_dir}[/bold] "
                   f"(transforms in {MANIFEST})")
-    return 0 if ok == len(files) else 1
+    return 0 if ok == len(files) and not refused else 1
