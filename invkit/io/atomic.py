@@ -71,19 +71,33 @@ def writable_target(path: str | os.PathLike) -> Path:
     return path
 
 
+#: Per folder, the leftover temporary files found when it was first written to by this process
+#: (scanned once: writing many files into one folder stays linear).
+_STALE: dict[str, dict[str, float]] = {}
+_TEMP_NAME = re.compile(r"^\.(.+)\.[a-z0-9_]{8}(\.[^.]*)?$")
+
+
 def _remove_stale(path: Path) -> None:
-    pattern = re.compile(rf"^\.{re.escape(path.stem)}\.[A-Za-z0-9_]{{8}}{re.escape(path.suffix)}$")
-    now = time.time()
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
+    folder = str(path.parent.resolve())
+    if folder not in _STALE:
+        found: dict[str, float] = {}
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if _TEMP_NAME.match(entry.name):
+                    with contextlib.suppress(OSError):
+                        st = entry.stat(follow_symlinks=False)
+                        if stat.S_ISREG(st.st_mode):
+                            found[entry.name] = st.st_mtime
+        _STALE[folder] = found
+    candidates = _STALE[folder]
+    if not candidates:
         return
-    for entry in entries:
-        if pattern.match(entry.name):
+    pattern = re.compile(rf"^\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}{re.escape(path.suffix)}$")
+    now = time.time()
+    for name in [n for n in candidates if pattern.match(n)]:
+        if now - candidates.pop(name) > STALE_SECONDS:
             with contextlib.suppress(OSError):
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode) and now - st.st_mtime > STALE_SECONDS:
-                    os.unlink(entry.path)
+                os.unlink(os.path.join(folder, name))
 
 
 def _fsync(path: Path, directory: bool = False) -> None:
