@@ -35,7 +35,7 @@ def test_shared_object_pickles_are_refused_quickly(make, tmp_path):
     start = time.monotonic()
     with pytest.raises(CheckpointError, match="bomb.pkl.*expansion bomb"):
         invkit.load_generator(path)
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 120  # without the check: 2**50 paths, never ends
 
 
 def test_benign_sharing_still_loads():
@@ -143,5 +143,5 @@ def test_lpips_and_fid_weight_files_take_the_guarded_path(tmp_path, monkeypatch)
     with pytest.raises(CheckpointError, match="alexnet-owt-7be5be79.pth: refused to load"):
         lpips.load_trunk_weights("alex")
     bomb = stride_zero_checkpoint(tmp_path / "inception.pth")
-    with pytest.raises(fid.FIDWeightsError, match="inception.pth: tensor .* claims more elements"):
+    with pytest.raises(fid.FIDWeightsError, match="inception.pth: not a readable torch state dict .*claims more elements"):
         fid.load_fid_inception(bomb)

@@ -228,7 +228,7 @@ def load_fid_inception(path: str | os.PathLike | None = None, device: str | torc
     try:
         state = read_state_dict(path, "the FID Inception weights")
     except CheckpointError as exc:  # refused, corrupt, truncated: the same one-line message
-        raise FIDWeightsError(str(exc)) from None
+        raise FIDWeightsError(f"{path}: not a readable torch state dict ({str(exc).removeprefix(f'{path}: ')})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     net = FIDInceptionV3()
