@@ -135,10 +135,11 @@ def test_sigterm_exit_status(monkeypatch, capsys):
 
     import invkit.cli.train as train_cli
 
-    result = SimpleNamespace(interrupted=True, stop_signal=signal.SIGTERM, step=3, run_dir="r")
+    result = SimpleNamespace(interrupted=True, stop_signal=signal.SIGTERM, step=3, run_dir="r", encoder_file=None)
     monkeypatch.setattr("invkit.training.train", lambda *a, **k: result)
     monkeypatch.setattr(train_cli, "get_recipe", lambda name: _FakeRecipe())
     assert main(["train", "fake", "--max-steps", "3"]) == 143
+    assert "encoder" not in capsys.readouterr().err  # nothing was written: nothing is announced
 
 
 class _FakeRecipe:

@@ -65,5 +65,8 @@ def run(args) -> int:
         total = recipe.schedule.total_steps
         state = "stopped" if result.interrupted or result.step < total else "finished"
         console.print(f"{state} at step {result.step}/{total}; run folder [bold]{result.run_dir}[/bold]", soft_wrap=True)
+        encoder_file = getattr(result, "encoder_file", None)
+        if encoder_file is not None and encoder_file.is_file():  # only a file this run wrote
+            console.print(f"encoder -> [bold]{encoder_file}[/bold]", soft_wrap=True)
     # the shell's convention: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)
     return 128 + (result.stop_signal or 2) if result.interrupted else 0

@@ -83,6 +83,9 @@ class TrainResult:
     last_losses: dict[str, float] | None = None
     #: the signal that stopped the run (``signal.SIGINT`` / ``SIGTERM``), 0 when none did
     stop_signal: int = 0
+    #: the inference encoder file written by this call (None when none was: stopped early, not
+    #: rank 0, or an encoder class that cannot be saved)
+    encoder_file: Path | None = None
 
 
 def blend_at(step: int, warmup_steps: int) -> float:
@@ -417,7 +420,10 @@ class Trainer:
         self._finish(interrupted)
         if interrupted and self.ctx.is_main:
             self.report(f"stopped at step {self.step}; checkpoint written, run again to resume")
-        return TrainResult(self.run_dir, self.step, self.encoder, interrupted, last, int(stop_signal))
+        return TrainResult(self.run_dir, self.step, self.encoder, interrupted, last, int(stop_signal),
+                           self.exported)
+
+    exported: Path | None = None
 
     def _finish(self, interrupted: bool = False) -> None:
         if not list_checkpoints(self.run_dir) or list_checkpoints(self.run_dir)[-1][0] != self.step:
@@ -429,7 +435,7 @@ class Trainer:
                 dist.broadcast(buf, src=0)
         if not interrupted and self.step >= self.total_steps:
             self.write_samples()
-            self.export_encoder()
+            self.exported = self.export_encoder()
 
     def _reduce(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
         names = sorted(values)
