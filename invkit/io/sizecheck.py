@@ -9,11 +9,19 @@ import warnings
 from collections.abc import Callable, Mapping
 
 import torch
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
 from .checkpoint import CheckpointError
 
 #: Elements the network may hold beyond its file's tensors (non-persistent buffers, filters).
 SLACK_ELEMENTS = 1 << 24
+
+
+class _TooLarge(Exception):
+    """Raised inside a probe build once it holds more than the file could fill."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -32,16 +40,35 @@ def probe(build: Callable[[], torch.nn.Module], tensors: Mapping[str, torch.Tens
         CheckpointError: naming ``source``: the config is malformed (wrong types, impossible
             sizes) or claims a network larger than its tensors.
     """
+    stored = sum(t.numel() for t in tensors.values())
+    budget = {"tensors": 4 * len(tensors) + 1000, "elements": 2 * stored + SLACK_ELEMENTS}
+
+    def count(module, name, value):  # stops a build that outgrows the file while it is built
+        if value is None:
+            return None
+        budget["tensors"] -= 1
+        budget["elements"] -= value.numel()
+        if budget["tensors"] < 0 or budget["elements"] < 0:
+            raise _TooLarge()
+        return None
+
+    hooks = [register_module_parameter_registration_hook(count), register_module_buffer_registration_hook(count)]
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
             net = build()
+    except _TooLarge:
+        raise CheckpointError(f"{source}: the {what} config asks for a network much larger than the file's "
+                              f"{len(tensors)} tensors of {stored} elements; refused") from None
     except CheckpointError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError, AssertionError, OverflowError,
             ZeroDivisionError, AttributeError, NotImplementedError) as exc:
         raise CheckpointError(f"{source}: the {what} config does not fit the file's tensors "
                               f"({type(exc).__name__}: {_first_line(exc)})") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
     own = net.state_dict()
     wrong = [f"{k} {list(t.shape)} != {list(tensors[k].shape)}" for k, t in own.items()
              if k in tensors and tuple(t.shape) != tuple(tensors[k].shape)]
@@ -49,7 +76,6 @@ def probe(build: Callable[[], torch.nn.Module], tensors: Mapping[str, torch.Tens
         raise CheckpointError(f"{source}: the {what} config does not fit the file's tensors "
                               f"(shapes {wrong[:3]})")
     held = sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
-    stored = sum(t.numel() for t in tensors.values())
     if held > 2 * stored + SLACK_ELEMENTS:
         raise CheckpointError(f"{source}: the {what} config asks for {held} elements but the file holds "
                               f"{stored}; refused")
