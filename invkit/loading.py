@@ -69,8 +69,8 @@ def rebuild_checked(rebuild, meta: dict, tensors: dict[str, torch.Tensor], path:
     sizecheck.probe(lambda: rebuild(config, tensors, "meta"), tensors, path, "generator")
     try:
         G = rebuild(config, tensors, device)
-    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: cannot rebuild the generator ({exc})") from None
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the generator ({type(exc).__name__}: {exc})") from None
     recorded = meta.get("fingerprint")
     if recorded is not None and G.fingerprint() != recorded:
         raise CheckpointError(f"{path}: the weights do not match the fingerprint the file records "
@@ -104,7 +104,12 @@ def load_generator(
         G = rebuild_checked(rebuild, meta, tensors, checkpoint.path, device)
     else:
         name = adapter or identify(checkpoint)
-        G = plugins.generators().get(name).obj(checkpoint, device)
+        try:
+            G = plugins.generators().get(name).obj(checkpoint, device)
+        except (AttributeError, TypeError, IndexError, KeyError) as exc:  # crafted or malformed contents
+            detail = " ".join(str(exc).split())[:200]
+            raise CheckpointError(f"{checkpoint.path}: malformed {name} checkpoint "
+                                  f"({type(exc).__name__}: {detail})") from None
     G.adapter_name = G.adapter_name or (adapter or "")
     return G.to(device).eval().requires_grad_(False)
 

@@ -145,3 +145,11 @@ def test_lpips_and_fid_weight_files_take_the_guarded_path(tmp_path, monkeypatch)
     bomb = stride_zero_checkpoint(tmp_path / "inception.pth")
     with pytest.raises(fid.FIDWeightsError, match="inception.pth: not a readable torch state dict .*claims more elements"):
         fid.load_fid_inception(bomb)
+
+
+def test_crafted_contents_that_break_an_adapter_name_the_file(tmp_path):
+    # a rosinality-looking file whose g_ema is not a state dict: the adapter trips over it
+    path = tmp_path / "crafted.pt"
+    torch.save({"g_ema": {"style.1.weight": torch.zeros(4, 4)}, "latent_avg": torch.zeros(4)}, path)
+    with pytest.raises(CheckpointError, match="crafted.pt: "):
+        invkit.load_generator(path, adapter="stylegan2")
