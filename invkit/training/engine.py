@@ -83,8 +83,7 @@ class TrainResult:
     last_losses: dict[str, float] | None = None
     #: the signal that stopped the run (``signal.SIGINT`` / ``SIGTERM``), 0 when none did
     stop_signal: int = 0
-    #: the inference encoder file written by this call (None when none was: stopped early, not
-    #: rank 0, or an encoder class that cannot be saved)
+    #: the inference encoder file this call wrote (None: stopped early, not rank 0, not savable)
     encoder_file: Path | None = None
 
 
