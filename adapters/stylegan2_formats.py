@@ -359,10 +359,10 @@ def load_checkpoint(checkpoint: CheckpointFile) -> StyleGAN2Generator:
     meta = checkpoint.invkit_meta()
     if meta is not None and meta.get("kind") == "generator" and meta.get("adapter") == "stylegan2":
         from invkit.io import tensorfile
-
+        from invkit.loading import rebuild_checked
 
         tensors, meta = tensorfile.load(checkpoint.path, kind="generator")
-        return from_config(meta["config"], tensors)
+        return rebuild_checked(from_config, meta, tensors, checkpoint.path)
     if checkpoint.format not in ("torch-zip", "torch-legacy"):
         raise StyleGAN2FormatError(f"{source}: not a StyleGAN2 checkpoint (file format: {checkpoint.format})")
     obj = checkpoint.torch_object()

@@ -434,12 +434,8 @@ class FaceAligner:
 
 
 def load_photo(path: str | os.PathLike) -> np.ndarray:
-    """A photo file as ``[H, W, 3]`` uint8 RGB (EXIF rotation applied); errors name the file."""
-    from PIL import ImageOps, UnidentifiedImageError
+    """A photo file as ``[H, W, 3]`` uint8 RGB, read by :func:`invkit.io.images.open_image`
+    (EXIF rotation applied, bit depth scaled, bombs refused); errors name the file."""
+    from .io.images import open_image
 
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read image ({exc})") from None
+    return np.asarray(open_image(path))

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
-from .io.images import IMAGE_SUFFIXES
+from .io.images import IMAGE_SUFFIXES, ImageError, check_image_header, open_image
 from .recipe import Preprocess
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ class ImageFolder(Dataset):
 
     def load(self, index: int) -> torch.Tensor:
         """Image ``index`` preprocessed, or raise :class:`OSError`/:class:`ValueError`."""
-        with Image.open(self.files[index]) as im:
-            return preprocess_image(im, self.preprocess, self.resolution)
+        return preprocess_image(open_image(self.files[index]), self.preprocess, self.resolution)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if not -len(self.files) <= index < len(self.files):
@@ -159,19 +158,16 @@ class ImageFolder(Dataset):
             i = (index + offset) % len(self.files)
             try:
                 return self.load(i)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                self._mark_bad(self.files[i], str(exc) or type(exc).__name__)
+            except (OSError, ValueError) as exc:  # ImageError is a ValueError
+                self._mark_bad(self.files[i], str(exc).removeprefix(f"{self.files[i]}: ") or type(exc).__name__)
         raise ValueError(f"{self.folder}: no readable images left")
 
 
 def _header_problem(path: Path) -> str | None:
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w < 1 or h < 1:
-                return "empty image"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return str(exc) or type(exc).__name__
+        check_image_header(path)
+    except ImageError as exc:
+        return str(exc).removeprefix(f"{path}: ")
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -133,9 +134,16 @@ class Direction:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Direction:
         tensors, meta = tensorfile.load(path, kind=KIND)
-        return cls(tensors["vector"], meta["space"], meta["name"], meta["editor"],
-                   meta["generator_fingerprint"], meta.get("layers", []), meta.get("attribute", ""),
-                   meta.get("stats", {}), meta.get("strength"))
+        tensorfile.require_finite(tensors, path)
+        strength = meta.get("strength")
+        if strength is not None and not (isinstance(strength, (int, float)) and math.isfinite(strength)):
+            raise tensorfile.FileFormatError(f"{path}: direction strength {strength!r} is not a finite number")
+        try:
+            return cls(tensors["vector"], meta["space"], meta["name"], meta["editor"],
+                       meta["generator_fingerprint"], meta.get("layers", []), meta.get("attribute", ""),
+                       meta.get("stats", {}), strength)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise tensorfile.FileFormatError(f"{path}: malformed direction file ({type(exc).__name__}: {exc})") from None
 
 
 def save_directions(directions: list[Direction], folder: str | os.PathLike) -> list[Path]:

@@ -49,7 +49,7 @@ from torch import nn
 
 from .encoder import Encoder
 from .generator import Generator
-from .io import tensorfile
+from .io import sizecheck, tensorfile
 from .io.checkpoint import CheckpointError, CheckpointFile
 from .nets.iresnet import (
     BN_EPS,
@@ -311,6 +311,7 @@ def load_encoder(
         cfg.setdefault("feature_stage", 3)  # files written before the option read stage 3
         if k is not None and k != cfg["k"]:
             raise ValueError(f"{path}: encoder was trained for layer K = {cfg['k']}, not {k}")
+        sizecheck.probe(lambda: FeatureStyleEncoder(**cfg), tensors, path, "encoder")  # before allocating
         enc = FeatureStyleEncoder(**cfg, w_avg=tensors["w_avg"] if w_avg is None else w_avg)
         if w_avg is not None:
             tensors = {**tensors, "w_avg": enc.w_avg}

@@ -93,5 +93,9 @@ class Inversion:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Inversion:
         tensors, meta = tensorfile.load(path, kind=KIND, device=device)
-        return cls(tensors["ws"], tensors["features"], int(meta["k"]), meta["generator_fingerprint"],
-                   list(meta["names"]), dict(meta.get("meta", {})))
+        tensorfile.require_finite(tensors, path)
+        try:
+            return cls(tensors["ws"], tensors["features"], int(meta["k"]), meta["generator_fingerprint"],
+                       list(meta["names"]), dict(meta.get("meta", {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise tensorfile.FileFormatError(f"{path}: malformed codes file ({type(exc).__name__}: {exc})") from None

@@ -9,7 +9,7 @@ import torch
 
 from . import plugins
 from .generator import Generator
-from .io import tensorfile
+from .io import sizecheck, tensorfile
 from .io.checkpoint import CheckpointError, CheckpointFile
 
 GENERATOR_KIND = "generator"
@@ -64,12 +64,34 @@ def identify(checkpoint: CheckpointFile) -> str:
         raise CheckpointError(f"{checkpoint.path}: empty file")
     name = plugins.plugin_manager().hook.identify_checkpoint(checkpoint=checkpoint)
     if name is None:
+        if checkpoint.refusal is not None:  # say why it was refused, not "unrecognised"
+            raise checkpoint.refusal
         known = ", ".join(plugins.list_generators()) or "none"
         raise CheckpointError(
             f"{checkpoint.path}: no adapter recognises this {checkpoint.format} file "
             f"(adapters: {known}; pass adapter=... to force one)"
         )
     return name
+
+
+def rebuild_checked(rebuild, meta: dict, tensors: dict[str, torch.Tensor], path: Path,
+                    device: str | torch.device = "cpu") -> Generator:
+    """``rebuild(meta["config"], tensors, device)`` for an invkit generator file, guarded: the
+    config is first tried on the meta device against the tensors (nothing allocated), and the
+    rebuilt weights must have the fingerprint the file records (bit flips, edited tensors)."""
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: invkit generator file without a config")
+    sizecheck.probe(lambda: rebuild(config, tensors, "meta"), tensors, path, "generator")
+    try:
+        G = rebuild(config, tensors, device)
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the generator ({type(exc).__name__}: {exc})") from None
+    recorded = meta.get("fingerprint")
+    if recorded is not None and G.fingerprint() != recorded:
+        raise CheckpointError(f"{path}: the weights do not match the fingerprint the file records "
+                              f"({G.fingerprint()} != {recorded}): the file is corrupt or was edited")
+    return G
 
 
 def load_generator(
@@ -95,10 +117,15 @@ def load_generator(
         if rebuild is None:
             raise CheckpointError(f"{checkpoint.path}: adapter {entry.name!r} cannot rebuild from a config")
         tensors, meta = tensorfile.load(checkpoint.path, kind=GENERATOR_KIND)
-        G = rebuild(meta["config"], tensors, device)
+        G = rebuild_checked(rebuild, meta, tensors, checkpoint.path, device)
     else:
         name = adapter or identify(checkpoint)
-        G = plugins.generators().get(name).obj(checkpoint, device)
+        try:
+            G = plugins.generators().get(name).obj(checkpoint, device)
+        except (AttributeError, TypeError, IndexError, KeyError) as exc:  # crafted or malformed contents
+            detail = " ".join(str(exc).split())[:200]
+            raise CheckpointError(f"{checkpoint.path}: malformed {name} checkpoint "
+                                  f"({type(exc).__name__}: {detail})") from None
         G.adapter_name = G.adapter_name or name  # save_generator needs it to rebuild the file
     return G.to(device).eval().requires_grad_(False)
 

@@ -9,11 +9,14 @@ new command is one new file.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import pkgutil
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 # soft_wrap: an error or skip message stays one line however narrow the terminal.
 console = Console(stderr=True, soft_wrap=True)
@@ -26,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="invkit", description="Style-based GAN inversion and editing (Feature-Style encoder)."
     )
     parser.add_argument("--version", action="version", version=f"invkit {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (anywhere on the line; or INVKIT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if mod.name.startswith("_"):
@@ -51,6 +56,24 @@ def _unavailable(sub, name: str, exc: ImportError) -> None:
     p.set_defaults(func=fail)
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for an error: the path it concerns first where the error knows it."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}no space left on the device (disk full); nothing was replaced"
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror.lower()}"
+    if isinstance(exc, MemoryError):
+        return f"out of memory ({exc or 'the request is too large for this machine'}); ask for less (fewer seeds, smaller --batch)"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, (FileNotFoundError, ValueError, RuntimeError, NotADirectoryError, FileExistsError,
+                        PermissionError, IsADirectoryError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--version"]:  # answered before the commands (and torch) are imported
@@ -58,10 +81,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"invkit {__version__}")
         return 0
+    # --debug may come anywhere (before or after the command): the traceback instead of one line
+    debug = "--debug" in argv or os.environ.get("INVKIT_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     global ARGV
     ARGV = argv
     try:
-        return _main(argv)
+        return _main(argv, debug)
     except BrokenPipeError:
         # the reader went away (`invkit zoo | head`): stop quietly, as other Unix tools do
         _silence_stdout()
@@ -72,8 +98,6 @@ ARGV: list[str] = []  # the arguments of the running command (commands may look 
 
 
 def _silence_stdout() -> None:
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -81,20 +105,25 @@ def _silence_stdout() -> None:
         pass
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], debug: bool) -> int:
+    from ..io.atomic import following_symlinks
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        # --overwrite also allows replacing the file an output symlink points to
+        with following_symlinks(bool(getattr(args, "overwrite", False))):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         return 130
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError, NotADirectoryError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        console.print(f"[red]error:[/red] {msg}", highlight=False)
+    except Exception as exc:  # noqa: BLE001 - the one top-level handler: one line, --debug for more
+        if debug:
+            raise
+        console.print(f"[red]error:[/red] {escape(describe_error(exc))}", highlight=False)
         return 1
 
 

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from ..io.atomic import atomic_path, write_text
 from ..io.images import list_images
+from ._args import positive_int
 from ._output import keep_whole, print_table
 
 MANIFEST = "alignment.json"
@@ -30,10 +31,10 @@ def register(sub) -> None:
     p.add_argument("in_dir", help="folder of photos")
     p.add_argument("out_dir", help="folder for the aligned crops (and alignment.json)")
     p.add_argument("--size", type=int, default=1024, help="crop side in px (default 1024)")
-    p.add_argument("--transform-size", type=int, default=None,
+    p.add_argument("--transform-size", type=positive_int, default=None,
                    help="supersampling side before the final resize (default 4x --size, as FFHQ)")
     p.add_argument("--all-faces", action="store_true", help="write a crop for every face, not just the largest")
-    p.add_argument("--detect-size", type=int, default=640,
+    p.add_argument("--detect-size", type=positive_int, default=640,
                    help="photos are downscaled to this long side for face detection (default 640)")
     p.add_argument("--overwrite", action="store_true", help="replace crops written by an earlier run")
     p.set_defaults(func=run)
@@ -61,6 +62,8 @@ def run(args) -> int:
         except (OSError, json.JSONDecodeError):
             pass
     problems: list[tuple[str, str]] = []
+    refused = 0
+    changed = False  # a re-run that only refused keeps alignment.json (its paste-back transforms) as it was
     progress = Progress(TextColumn("[bold]aligning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console)
     with progress:
@@ -92,13 +95,23 @@ def run(args) -> int:
                     if len(faces) > 1:
                         note = "all aligned" if args.all_faces else "largest aligned"
                         problems.append((path.name, f"{len(faces)} faces ({note})"))
+            except FileExistsError as exc:
+                problems.append((path.name, str(exc)))
+                refused += 1
+                if path.name in manifest["images"]:
+                    progress.advance(task)
+                    continue  # its crops and transforms from the earlier run stay as they were
+                entry["status"] = "error"
+                entry["error"] = str(exc)
             except (ValueError, OSError) as exc:
                 entry["status"] = "error"
                 entry["error"] = str(exc)
                 problems.append((path.name, str(exc)))
+            changed = changed or manifest["images"].get(path.name) != entry
             manifest["images"][path.name] = entry
             progress.advance(task)
-    write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    if changed or not manifest_path.is_file():
+        write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     ok = sum(1 for p in files if manifest["images"][p.name]["status"] == "ok")
     if problems:
         table = Table(title="photos needing attention")
@@ -109,4 +122,4 @@ def run(args) -> int:
         print_table(keep_whole(table, "photo"), Console(stderr=True))
     console.print(f"{ok}/{len(files)} photos aligned at {args.size} px -> [bold]{out_dir}[/bold] "
                   f"(transforms in {MANIFEST})")
-    return 0 if ok == len(files) else 1
+    return 0 if ok == len(files) and not refused else 1

@@ -28,7 +28,7 @@ from .. import plugins
 from ..direction import Direction
 from ..inversion import Inversion
 from ..loading import load_generator
-from ._args import parse_int_ranges
+from ._args import parse_int_ranges, positive_int
 from ._output import keep_whole, print_table
 
 NAME_COLUMN = "name"
@@ -75,7 +75,7 @@ def register(sub) -> None:
 
     g = kinds.add_parser("ganspace", help="principal components of mapped w")
     _generator_args(g)
-    g.add_argument("--components", type=int, default=10, help="number of directions (default 10)")
+    g.add_argument("--components", type=positive_int, default=10, help="number of directions (default 10)")
     g.add_argument("--layers", default=None, help="ws rows the directions apply to (default: all)")
     g.add_argument("--samples", type=int, default=20_000, help="number of z to map (default 20000)")
     g.add_argument("--seed", type=int, default=0, help="seed of the sampled z (default 0)")

@@ -26,7 +26,7 @@ from ..editing import edit_strip
 from ..inversion import Inversion
 from ..io.images import iter_image_batches, list_images, save_grid
 from ..loading import load_generator
-from ._args import parse_float_steps
+from ._args import parse_float_steps, positive_int
 
 
 def register(sub) -> None:
@@ -43,11 +43,12 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, default=None, help="layer K of an official encoder file (default 5)")
     p.add_argument("--out", "-o", required=True, help="output folder for the strips")
     p.add_argument("--with-input", action="store_true", help="put the input image first in each strip (--images)")
-    p.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4)")
+    p.add_argument("--batch", type=positive_int, default=4, help="images per forward pass (default 4)")
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
     p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"],
                    help="per-layer noise: const (the fixed buffers, reproducible; default), random (fresh each call) or none (zeros)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-pixel noise for --noise-mode random (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace strips of the same name in --out")
     # "--strength -3:3:7" must read as a value: argparse only treats plain negative numbers as
     # values, so widen its negative-number pattern to ranges and lists (Python >= 3.13 does so).
@@ -63,6 +64,7 @@ def run(args) -> int:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.images and not args.encoder:
         raise ValueError("--images needs --encoder (or pass --codes from `invkit invert`)")
+    torch.manual_seed(args.seed)  # --noise-mode random draws from torch's generator
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     direction = Direction.load(args.direction)
     direction.check(G)  # refuse before any encoding work

@@ -29,6 +29,7 @@ from ..io.atomic import write_text
 from ..io.images import iter_image_batches, list_images
 from ..loading import load_generator
 from ..metrics import ALL_METRICS, ReconstructionMetrics, load_identity_embedder, parse_metrics
+from ._args import check_outputs, positive_int
 from ._output import keep_whole, print_table
 
 REC_WF = "G(w,F)"
@@ -48,7 +49,7 @@ def add_model_args(p) -> None:
     p.add_argument("--with-w", action="store_true", help="also evaluate the latent-only reconstruction G(w)")
     p.add_argument("--id-net", default="auto", choices=["auto", "arcface", "dlib"],
                    help="identity network (auto: ArcFace when its weights are available, else dlib)")
-    p.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4)")
+    p.add_argument("--batch", type=positive_int, default=4, help="images per forward pass (default 4)")
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
     p.add_argument("--k", type=int, default=None, help="layer K of an official encoder file (default 5)")
     p.add_argument("--input-size", type=int, default=256, help="encoder input side of an official encoder file")
@@ -60,6 +61,7 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), a training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy)")
     p.add_argument("--out", "-o", required=True, help="JSON report path")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run)
 
 
@@ -226,6 +228,7 @@ def run(args) -> int:
     console = Console(stderr=True, soft_wrap=True)
     metrics = parse_metrics(args.metrics)
     files = select_images(args.images, args.n)
+    check_outputs([args.out], args.overwrite, [*files, args.generator, args.encoder])
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     E = load_encoder(args.encoder, G, k=args.k, device=args.device, input_size=args.input_size)
     notes: list[str] = []

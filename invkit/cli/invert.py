@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..inversion import Inversion
 from ..io.images import iter_image_batches, list_images, save_image
 from ..loading import load_generator
+from ._args import positive_int
 
 CODES_FILE = "codes.safetensors"
 REC_W_DIR = "rec_w"
@@ -35,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), a training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy)")
     p.add_argument("--images", "-i", required=True, help="folder of input images")
     p.add_argument("--out", "-o", required=True, help="output folder")
-    p.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4)")
+    p.add_argument("--batch", type=positive_int, default=4, help="images per forward pass (default 4)")
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
     p.add_argument("--k", type=int, default=None,
                    help="layer K of an official encoder file (default 5); invkit files record it")
@@ -44,6 +45,7 @@ def register(sub) -> None:
     p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"],
                    help="per-layer noise: const (the fixed buffers, reproducible; default), random (fresh each call) or none (zeros)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-pixel noise for --noise-mode random (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.set_defaults(func=run)
 
@@ -73,6 +75,8 @@ def run(args) -> int:
     E = load_encoder(args.encoder, G, k=args.k, device=args.device, input_size=args.input_size)
     names = output_names(files)
     done: list[Inversion] = []
+    written: set[str] = set()
+    torch.manual_seed(args.seed)  # --noise-mode random draws from torch's generator
     skipped: list[tuple[Path, str]] = []
 
     progress = Progress(TextColumn("[bold]inverting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -97,8 +101,10 @@ def run(args) -> int:
             for i, name in enumerate(batch_names):
                 save_image(rec_w[i], out / REC_W_DIR / f"{name}.png")
                 save_image(rec_wf[i], out / REC_WF_DIR / f"{name}.png")
+                written.add(f"{name}.png")
             done.append(inv.to("cpu"))
 
+    remove_stale_images(out, written)
     if done:
         codes = Inversion.cat(done)
         codes.meta.update({"encoder": str(args.encoder), "generator": str(args.generator),
@@ -110,3 +116,13 @@ def run(args) -> int:
                       highlight=False)
         return 1
     return 0
+
+
+def remove_stale_images(out: Path, written: set[str]) -> None:
+    """Remove reconstructions an earlier run (``--overwrite``) left in ``out`` that this run did
+    not write, so the folder holds exactly the images of the new codes."""
+    for folder in (REC_W_DIR, REC_WF_DIR):
+        if (out / folder).is_dir():
+            for old in (out / folder).glob("*.png"):
+                if old.name not in written and old.is_file() and not old.is_symlink():
+                    old.unlink()

@@ -22,6 +22,7 @@ from ..editing import mix
 from ..inversion import Inversion
 from ..io.images import load_image, save_grid
 from ..loading import load_generator
+from ._args import check_outputs
 
 
 def register(sub) -> None:
@@ -38,6 +39,7 @@ def register(sub) -> None:
     p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"],
                    help="per-layer noise: const (the fixed buffers, reproducible; default), random (fresh each call) or none (zeros)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-pixel noise for --noise-mode random (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run)
 
@@ -58,8 +60,8 @@ def _pick(codes: Inversion, key: str, source: str) -> Inversion:
 @torch.no_grad()
 def run(args) -> int:
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"{out}: exists; pass --overwrite to replace it")
+    check_outputs([out], args.overwrite, [args.a, args.b, args.generator, args.encoder, args.codes])
+    torch.manual_seed(args.seed)  # --noise-mode random draws from torch's generator
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     if args.codes:
         codes = Inversion.load(args.codes, device=args.device)

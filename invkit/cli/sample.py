@@ -8,7 +8,7 @@ from rich.console import Console
 
 from ..io.images import save_grid
 from ..loading import load_generator
-from ._args import parse_int_ranges
+from ._args import MAX_SEEDS, check_outputs, parse_int_ranges
 
 
 def register(sub) -> None:
@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4; lower it to save memory)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
     p.add_argument("--out", "-o", default="grid.png", help="output image grid (default grid.png)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-pixel noise for --noise-mode random (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run)
 
 
@@ -34,10 +36,12 @@ def seed_latents(seeds: list[int], z_dim: int) -> torch.Tensor:
 
 def run(args) -> int:
     console = Console(stderr=True, soft_wrap=True)
-    seeds = parse_int_ranges(args.seeds)
+    seeds = parse_int_ranges(args.seeds, MAX_SEEDS)
+    check_outputs([args.out], args.overwrite, [args.generator])
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     z = seed_latents(seeds, G.z_dim).to(args.device)
     images = []
+    torch.manual_seed(args.seed)  # --noise-mode random draws from torch's generator
     with torch.no_grad():
         for i in range(0, len(seeds), args.batch):
             ws = G.mapping(z[i:i + args.batch], truncation_psi=args.trunc)

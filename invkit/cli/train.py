@@ -68,7 +68,11 @@ def run(args) -> int:
         state = "stopped" if result.interrupted or result.step < total else "finished"
         console.print(_summary(state, result, total, time.time() - started, recipe), soft_wrap=True,
                       highlight=False)
-    return 130 if result.interrupted else 0
+        encoder_file = getattr(result, "encoder_file", None)
+        if encoder_file is not None and encoder_file.is_file():  # only a file this run wrote
+            console.print(f"encoder -> [bold]{encoder_file}[/bold]", soft_wrap=True)
+    # the shell's convention: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)
+    return 128 + (result.stop_signal or 2) if result.interrupted else 0
 
 
 def _summary(state: str, result, total: int, seconds: float, recipe: Recipe) -> str:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..io.atomic import write_text
+from ._args import check_outputs, finite_float, positive_int
 
 
 def register(sub) -> None:
@@ -26,13 +27,14 @@ def register(sub) -> None:
     p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), a training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy)")
     p.add_argument("--direction", "-d", default=None, help="direction file (.safetensors) to edit along")
-    p.add_argument("--strength", type=float, default=2.0, help="edit strength (default 2; needs --direction)")
-    p.add_argument("--ramp", type=float, default=0.0, help="seconds over which the strength grows from 0 (default 0)")
+    p.add_argument("--strength", type=finite_float, default=2.0, help="edit strength (default 2; needs --direction)")
+    p.add_argument("--ramp", type=finite_float, default=0.0, help="seconds over which the strength grows from 0 (default 0)")
     p.add_argument("--out", "-o", required=True, help="output mp4")
     p.add_argument("--side-by-side", default=None, help="also write original | result here")
     p.add_argument("--report", default=None, help="JSON report (default: OUT with .json)")
-    p.add_argument("--batch", type=int, default=4, help="frames per forward pass (default 4)")
-    p.add_argument("--smooth", type=float, default=2.0, help="landmark smoothing sigma in frames (0: off)")
+    p.add_argument("--batch", type=positive_int, default=4, help="frames per forward pass (default 4)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output, side-by-side and report files if they exist")
+    p.add_argument("--smooth", type=finite_float, default=2.0, help="landmark smoothing sigma in frames (0: off)")
     p.add_argument("--id-net", default="auto", choices=["auto", "arcface", "dlib", "none"],
                    help="identity network for IC (default auto: ArcFace if available, else dlib)")
     p.add_argument("--mask", default="parsing", choices=["parsing", "square"],
@@ -57,6 +59,9 @@ def run(args) -> int:
         raise FileNotFoundError(f"{src}: no such video file")
     if out.resolve() == src.resolve():
         raise ValueError(f"{out}: the output must not replace the input video")
+    report_path = Path(args.report) if args.report else out.with_suffix(".json")
+    check_outputs([out, args.side_by_side, report_path], args.overwrite,
+                  [src, args.generator, args.encoder, args.direction])
     info = probe(src)
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     E = load_encoder(args.encoder, G, k=args.k, device=args.device, input_size=args.input_size)
@@ -80,7 +85,6 @@ def run(args) -> int:
     data = report.to_dict()
     data.update({"notes": notes, "input": str(src), "direction": args.direction,
                  "strength": args.strength if direction is not None else 0.0, "ramp_seconds": args.ramp})
-    report_path = Path(args.report) if args.report else out.with_suffix(".json")
     write_text(report_path, json.dumps(data, indent=2, default=str) + "\n")
     missing = len(report.frames_without_face)
     console.print(f"{report.frames} frames ({missing} without a face, left unchanged) -> [bold]{out}[/bold]")

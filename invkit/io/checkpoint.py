@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -79,17 +80,37 @@ class CheckpointFile:
                 raise CheckpointError(f"{self.path}: not a torch.save file (format {self.format})")
             if self.format == "torch-zip" and not zipfile.is_zipfile(self.path):
                 raise CheckpointError(f"{self.path}: truncated or corrupt torch file")
+            if "torch_error" in self.cache:
+                raise self.cache["torch_error"]
             try:
-                with torch.serialization.safe_globals([argparse.Namespace]):
-                    self.cache["torch"] = torch.load(self.path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling refused"
-                raise CheckpointError(
-                    f"{self.path}: refused to load (it needs code outside torch's safe list: {first})"
-                ) from None
-            except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-                raise CheckpointError(f"{self.path}: truncated or corrupt torch file ({exc})") from None
+                self.cache["torch"] = self._read_torch()
+            except CheckpointError as exc:
+                self.cache["torch_error"] = exc
+                raise
         return self.cache["torch"]
+
+    def _read_torch(self) -> Any:
+        try:
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(self.path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            why = f"it names the global '{named.group(1)}'" if named else _first_line(exc)
+            raise RefusedCheckpointError(
+                f"{self.path}: refused to load ({why}, which is outside torch's weights-only safe "
+                "list); nothing from the file was executed"
+            ) from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{self.path}: truncated or corrupt torch file ({_first_line(exc)})") from None
+        check_tensors(obj, self.path, self.path.stat().st_size)
+        return obj
+
+    @property
+    def refusal(self) -> CheckpointError | None:
+        """Why a safe reader refused this file (e.g. a global outside torch's safe list), if one
+        did; :func:`invkit.loading.identify` reports it instead of "no adapter recognises"."""
+        err = self.cache.get("torch_error")
+        return err if isinstance(err, RefusedCheckpointError) else None
 
     def invkit_meta(self) -> dict[str, Any] | None:
         """The JSON document of an invkit safetensors file, or None for any other file."""
@@ -99,6 +120,103 @@ class CheckpointFile:
             return tensorfile.read_meta(self.path)
         except tensorfile.FileFormatError:
             return None
+
+
+def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str, Any]:
+    """A ``torch.save``d state dict (e.g. LPIPS heads, torchvision or Inception weights, also from
+    ``INVKIT_WEIGHTS_DIR``) through the same guarded reader as checkpoints: ``weights_only``,
+    tensors checked against the file, one-line errors naming the file and ``what`` it should be.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not a torch file, refused, corrupt, or not a dict.
+    """
+    ckpt = CheckpointFile(path)
+    try:
+        obj = ckpt.torch_object()
+    except CheckpointError as exc:
+        raise type(exc)(f"{exc} (expected {what})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{ckpt.path}: expected {what} (a state dict), got a {type(obj).__name__}")
+    return obj
+
+
+class RefusedCheckpointError(CheckpointError):
+    """A safe reader refused the file: it names code outside the allow-list, or its contents
+    claim more than the file holds (an expansion bomb, stride-0 tensors); nothing ran."""
+
+
+#: The most nodes a loaded checkpoint object may have when walked as a tree.
+MAX_OBJECT_NODES = 2_000_000
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_tensors(obj: Any, source: object, file_size: int | None = None) -> None:
+    """Refuse a loaded checkpoint object whose tensors claim more than the file holds.
+
+    Walks ``obj`` (dicts, lists, tuples, ``argparse.Namespace``) counting shared sub-objects at
+    every place they are reached, in time linear in the distinct objects; refuses cycles and trees
+    of more than :data:`MAX_OBJECT_NODES` nodes. Every tensor must be a dense, non-overlapping
+    view of its storage (no stride-0 "broadcast" tensors that claim a huge shape over one stored
+    value) and, with ``file_size``, hold no more bytes than the file.
+
+    Raises:
+        CheckpointError: naming ``source`` and the tensor.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def visit(node: Any, where: str) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if isinstance(node, torch.Tensor):
+            _check_tensor(node, where or "<root>", source, file_size)
+            sizes[key] = 1
+            return 1
+        if isinstance(node, argparse.Namespace):
+            node = vars(node)
+        if isinstance(node, dict):
+            items = [(f"{where}.{k}" if where else str(k), v) for k, v in node.items()]
+        elif isinstance(node, (list, tuple)):
+            items = [(f"{where}[{i}]", v) for i, v in enumerate(node)]
+        else:
+            return 1
+        if key in active:
+            raise RefusedCheckpointError(f"{source}: the checkpoint refers to itself (a cycle at {where or '<root>'})")
+        active.add(key)
+        total = 1
+        for name, child in items:
+            total += visit(child, name)
+            if total > MAX_OBJECT_NODES:
+                raise RefusedCheckpointError(f"{source}: objects shared so often that reading it would visit more "
+                                      f"than {MAX_OBJECT_NODES} entries (an expansion bomb); refused")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        visit(obj, "")
+    except RecursionError:
+        raise RefusedCheckpointError(f"{source}: checkpoint nested too deeply") from None
+
+
+def _check_tensor(t: torch.Tensor, where: str, source: object, file_size: int | None) -> None:
+    if t.layout != torch.strided or t.is_quantized:
+        raise RefusedCheckpointError(f"{source}: tensor {where} has an unsupported layout {t.layout}")
+    nbytes = t.numel() * t.element_size()
+    stored = t.untyped_storage().nbytes() - t.storage_offset() * t.element_size()
+    overlapping = t.numel() > 1 and any(s == 0 and n > 1 for n, s in zip(t.shape, t.stride()))
+    if overlapping or nbytes > stored:
+        raise RefusedCheckpointError(f"{source}: tensor {where} of shape {list(t.shape)} claims more elements "
+                              f"than its storage holds (stride {list(t.stride())}); refused")
+    if file_size is not None and nbytes > file_size:
+        raise RefusedCheckpointError(f"{source}: tensor {where} of shape {list(t.shape)} needs {nbytes} bytes, "
+                              f"more than the whole file ({file_size}); refused")
 
 
 def load_frozen(net: torch.nn.Module, state: dict[str, torch.Tensor], source: object, layout: str) -> torch.nn.Module:

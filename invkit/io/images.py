@@ -6,13 +6,14 @@ Tensors are ``[B, C, H, W]`` float in [-1, 1] (the generators' raw range); files
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_path
 
@@ -31,21 +32,98 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """Read an image as ``[3, H, W]`` in [-1, 1]; ``size`` (square int or ``(H, W)``) resizes
-    with Lanczos. Raises :class:`ImageError` naming the file when it cannot be read."""
-    path = Path(path)
+#: Default for :func:`max_image_pixels` (about 16k x 16k).
+DEFAULT_MAX_PIXELS = 1 << 28
+#: Images with a side shorter than this are refused (nothing to invert).
+MIN_SIDE = 8
+#: Images whose long side is more than this many times the short side are refused.
+MAX_ASPECT = 8.0
+
+
+def max_image_pixels() -> int:
+    """The most pixels an image may declare: ``INVKIT_MAX_IMAGE_PIXELS`` or
+    :data:`DEFAULT_MAX_PIXELS`. Larger images are refused from their header, before decoding
+    (a 69-byte PNG can declare 20000 x 20000)."""
+    text = os.environ.get("INVKIT_MAX_IMAGE_PIXELS", "")
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size is not None:
-                h, w = (size, size) if isinstance(size, int) else size
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.LANCZOS)
-            arr = np.asarray(im, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: cannot read image ({exc})") from None
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
+        return int(text) if text.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ValueError(f"INVKIT_MAX_IMAGE_PIXELS={text!r} is not an integer") from None
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """The one image reader of every command: the file as an 8-bit RGB PIL image.
+
+    Policy:
+
+    * the declared size is checked before decoding: more than :func:`max_image_pixels` pixels,
+      a side below :data:`MIN_SIDE`, or an aspect ratio beyond :data:`MAX_ASPECT` is refused;
+    * the EXIF orientation is applied (as a camera or a viewer shows the photo);
+    * 16-bit images (``I;16``, ``I``) are scaled from [0, 65535], float images (``F``, e.g.
+      float TIFF) from [0, 1] (clipped; NaN or Inf refused); palette, grey, CMYK and alpha images
+      are converted to RGB (alpha dropped); of a multi-frame file the first frame is read.
+
+    Raises:
+        ImageError: one line naming the file and the problem.
+    """
+    return _read(Path(path), decode=True)
+
+
+def check_image_header(path: str | os.PathLike) -> None:
+    """:func:`open_image`'s checks that need only the header (format, declared size, aspect):
+    cheap, for scanning a folder. Raises :class:`ImageError`."""
+    _read(Path(path), decode=False)
+
+
+def _read(path: Path, decode: bool) -> Image.Image | None:
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limit)  # our check below decides
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check decides
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > limit:
+                raise ImageError(f"{path}: declares {w}x{h} pixels, more than the limit of {limit} "
+                                 "(a decompression bomb?); set INVKIT_MAX_IMAGE_PIXELS to allow more")
+            if min(w, h) < MIN_SIDE or max(w, h) > MAX_ASPECT * min(w, h):
+                raise ImageError(f"{path}: {w}x{h} pixels is too small or too elongated (sides of at "
+                                 f"least {MIN_SIDE} px and an aspect ratio of at most {MAX_ASPECT:g}:1 are read)")
+            if not decode:
+                return None
+            im.load()
+            return _to_rgb8(ImageOps.exif_transpose(im), path)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            MemoryError, EOFError) as exc:
+        raise ImageError(f"{path}: cannot read image ({exc or type(exc).__name__})") from None
+
+
+def _to_rgb8(im: Image.Image, path: Path) -> Image.Image:
+    if im.mode.startswith("I;16") or im.mode == "I":
+        arr = np.asarray(im).astype(np.float64) / 65535.0
+    elif im.mode == "F":
+        arr = np.asarray(im).astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{path}: float image holds NaN or Inf values")
+    else:
+        return im.convert("RGB")
+    grey = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1), "RGB")
+
+
+def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """Read an image (with :func:`open_image`) as ``[3, H, W]`` in [-1, 1]; ``size`` (square int
+    or ``(H, W)``) resizes with Lanczos. Raises :class:`ImageError` naming the file."""
+    im = open_image(path)
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.LANCZOS)
+    arr = np.asarray(im, dtype=np.float32)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1) / 127.5 - 1
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -13,6 +13,7 @@ checkpoint.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -37,15 +38,34 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest checkpoint whose header reads back (an unreadable one is reported and
-    skipped, though atomic writes should make that impossible)."""
+def _check_complete(path: Path) -> None:
+    """Raise :class:`tensorfile.FileFormatError` when the file is shorter (or longer) than its
+    safetensors header says (a truncated copy, a disk that filled up)."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise tensorfile.FileFormatError(f"{path}: unreadable checkpoint header ({exc})") from None
+    size = path.stat().st_size
+    if size != 8 + n + end:
+        raise tensorfile.FileFormatError(f"{path}: truncated checkpoint ({size} bytes, the header "
+                                         f"describes {8 + n + end})")
+
+
+def latest_checkpoint(run_dir: str | os.PathLike, report=None) -> Path | None:
+    """The newest complete checkpoint: one whose header reads back and whose size matches it.
+    A truncated or unreadable newer one is reported (``report``, default the log) and skipped,
+    so a run resumes from the one before it."""
+    warn = report or (lambda msg: log.warning("%s", msg))
     for _, path in reversed(list_checkpoints(run_dir)):
         try:
             if tensorfile.read_meta(path).get("kind") == CHECKPOINT_KIND:
+                _check_complete(path)
                 return path
         except tensorfile.FileFormatError as exc:
-            log.warning("%s", exc)
+            warn(f"{exc}; skipped, resuming from an earlier checkpoint if there is one")
     return None
 
 

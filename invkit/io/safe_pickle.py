@@ -46,6 +46,19 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError
+from .pickle_numpy import (
+    _NDARRAY,
+    _DTypeSpec,
+    _NdarrayToken,
+    _numpy_dtype,
+    _numpy_frombuffer,
+    _numpy_reconstruct,
+    _numpy_scalar,
+    _ValidatedArray,
+)
+from .pickle_numpy import (
+    Invalid as _Invalid,
+)
 
 GlobalName = tuple[str, str]
 """``(module, name)`` as a pickle's ``GLOBAL`` instruction spells it."""
@@ -73,125 +86,9 @@ class PickleFormatError(CheckpointError):
     """A pickle that is truncated, corrupt, or holds values that fail validation."""
 
 
-class _Invalid(ValueError):
-    """Raised by the validating stand-ins; becomes a :class:`PickleFormatError`."""
-
-
 class Record:
     """Base for the plain-data stand-ins a format defines for its own classes (e.g. an NVlabs
     persistent object). :func:`load` walks their ``__dict__`` like a container."""
-
-
-# ----------------------------------------------------------------------------------------------
-# numpy: dtype specs, arrays and scalars, validated
-
-
-#: dtype strings numpy writes into pickles (``dtype.str`` without byte order) that hold plain
-#: numbers. Object ("O"), void/structured ("V"), strings and datetimes are refused.
-_NUMERIC_DTYPES = frozenset(
-    ["b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"]
-)
-
-
-class _DTypeSpec:
-    """Inert stand-in for ``numpy.dtype(spec, align, copy)`` plus its pickled state."""
-
-    def __init__(self, spec: str):
-        self.spec = spec
-        self.byteorder = "="
-
-    def __setstate__(self, state: Any) -> None:
-        # numpy >= 1.? writes (version, byteorder, subarray, names, fields, elsize, alignment,
-        # flags[, metadata]); only the byte order may differ from a plain numeric dtype.
-        if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
-            raise _Invalid(f"unexpected numpy dtype state {state!r:.80}")
-        byteorder, subarray, names, fields = state[1:5]
-        if subarray is not None or names is not None or fields is not None:
-            raise _Invalid("structured numpy dtypes are not allowed")
-        if byteorder not in ("<", ">", "|", "="):
-            raise _Invalid(f"bad numpy byte order {byteorder!r}")
-        if len(state) == 9 and state[8] is not None:
-            raise _Invalid("numpy dtype metadata is not allowed")
-        self.byteorder = byteorder
-
-    def dtype(self) -> np.dtype:
-        dt = np.dtype(self.spec)
-        if self.byteorder in ("<", ">"):
-            dt = dt.newbyteorder(self.byteorder)
-        return dt
-
-
-def _numpy_dtype(spec: Any, align: Any = False, copy: Any = True) -> _DTypeSpec:
-    if not isinstance(spec, str) or spec not in _NUMERIC_DTYPES:
-        raise _Invalid(f"numpy dtype {spec!r:.40} is not a plain numeric type")
-    if align not in (False, 0) or copy not in (True, False, 0, 1):
-        raise _Invalid("unexpected numpy dtype arguments")
-    return _DTypeSpec(spec)
-
-
-def _as_dtype(value: Any) -> np.dtype:
-    if not isinstance(value, _DTypeSpec):
-        raise _Invalid(f"expected a numpy dtype, got {type(value).__name__}")
-    return value.dtype()
-
-
-class _NdarrayToken:
-    """What ``numpy.ndarray`` resolves to: usable only as ``_reconstruct``'s first argument
-    (it is not a class, so it cannot be instantiated or called from the pickle)."""
-
-    def __repr__(self) -> str:
-        return "<numpy.ndarray token>"
-
-
-_NDARRAY = _NdarrayToken()
-
-
-class _ValidatedArray(np.ndarray):
-    """What ``_reconstruct`` returns: numpy's pickled ``BUILD`` state is checked (numeric
-    dtype, payload length = shape x itemsize) before numpy sees it. Turned into a plain
-    ``numpy.ndarray`` after loading."""
-
-    def __setstate__(self, state: Any) -> None:
-        if not isinstance(state, tuple) or len(state) != 5:
-            raise _Invalid("unexpected numpy array state")
-        version, shape, dtype, is_fortran, raw = state
-        dt = _as_dtype(dtype)
-        if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
-            raise _Invalid(f"bad numpy array shape {shape!r:.80}")
-        if not isinstance(raw, (bytes, bytearray)):
-            raise _Invalid("numpy array payload is not raw bytes")
-        if len(raw) != math.prod(shape) * dt.itemsize:
-            raise _Invalid(f"numpy array payload of {len(raw)} bytes does not fit shape {shape}, {dt}")
-        super().__setstate__((version, shape, dt, bool(is_fortran), bytes(raw)))
-
-
-def _numpy_reconstruct(subtype: Any, shape: Any, dtype: Any) -> _ValidatedArray:
-    if subtype is not _NDARRAY:
-        raise _Invalid("numpy _reconstruct of something other than numpy.ndarray")
-    if shape != (0,) or dtype not in (b"b", "b"):
-        raise _Invalid("unexpected numpy _reconstruct arguments")
-    return np.empty(0, dtype=np.uint8).view(_ValidatedArray)
-
-
-def _numpy_frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
-    """Stand-in for ``numpy._core.numeric._frombuffer`` (protocol 5 arrays)."""
-    dt = _as_dtype(dtype)
-    if isinstance(buf, pickle.PickleBuffer):
-        buf = buf.raw()
-    if not isinstance(buf, (bytes, bytearray, memoryview)):
-        raise _Invalid("numpy array payload is not raw bytes")
-    if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise _Invalid(f"bad numpy array shape {shape!r:.80}")
-    if order not in ("C", "F") or len(buf) != math.prod(shape) * dt.itemsize:
-        raise _Invalid(f"numpy array payload of {len(buf)} bytes does not fit shape {shape}, {dt}")
-    return np.frombuffer(bytes(buf), dtype=dt).reshape(shape, order=order).copy(order=order)
-
-
-def _numpy_scalar(dtype: Any, data: Any = None) -> np.generic:
-    dt = _as_dtype(dtype)
-    if not isinstance(data, (bytes, bytearray)) or len(data) != dt.itemsize:
-        raise _Invalid(f"numpy scalar payload does not fit {dt}")
-    return np.frombuffer(bytes(data), dtype=dt)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,6 +150,9 @@ def _rebuild_tensor(
         last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
         if last >= storage._size():  # _size(): the element count, without a deprecation warning
             raise _Invalid(f"tensor of size {tuple(size)} reaches past its storage of {storage._size()} elements")
+    if math.prod(size) > storage._size():
+        raise _Invalid(f"tensor of size {tuple(size)} has more elements than its storage of "
+                       f"{storage._size()} (overlapping strides)")
     if backward_hooks and len(backward_hooks):
         raise _Invalid("tensors with backward hooks are not allowed")
     if metadata:
@@ -359,12 +259,60 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return self._allowed[(module, name)]
+            value = self._allowed[(module, name)]
         except (KeyError, TypeError):
             raise UnsafePickleError(self._source, f"{module}.{name}") from None
+        return _guarded(value, f"{module}.{name}", self._shields)
+
+    _shields: dict[int, Any]
+
+    def load(self) -> Any:
+        self._shields = {}
+        return super().load()
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(self._source, "persistent_load", "persistent ids are not supported")
+
+
+class _Guarded:
+    """An allow-listed function as the pickle sees it: callable, but without a ``__dict__`` or
+    settable attributes, so a ``BUILD`` on it cannot change the function invkit uses."""
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, fn: Any, name: str):
+        object.__setattr__(self, "_fn", fn)
+        object.__setattr__(self, "_name", name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Invalid(f"BUILD on the allowed global {self._name} is not allowed")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise _Invalid(f"setting attributes of the allowed global {self._name} is not allowed")
+
+
+def _guarded(value: Any, name: str, shields: dict[int, Any]) -> Any:
+    """What :meth:`RestrictedUnpickler.find_class` hands the pickle for an allowed ``value``.
+
+    Nothing a file does may change invkit's state: Python functions are wrapped in
+    :class:`_Guarded`; Python classes (mutable types) are replaced by a throwaway subclass made
+    for this read (instances still pass ``isinstance`` checks; a ``BUILD`` on the class only
+    changes the throwaway); immutable built-in types and inert values pass through as they are.
+    """
+    if isinstance(value, type):
+        if value.__flags__ & (1 << 8):  # Py_TPFLAGS_IMMUTABLETYPE (built-in types)
+            return value
+        key = id(value)
+        if key not in shields:
+            shields[key] = type(value.__name__, (value,), {"__module__": value.__module__,
+                                                             "__qualname__": value.__qualname__})
+        return shields[key]
+    if callable(value) and not isinstance(value, (_NdarrayToken, torch.dtype)):
+        return _Guarded(value, name)
+    return value
 
 
 def _first_line(exc: BaseException) -> str:
@@ -405,9 +353,61 @@ def _resolve(obj: Any, memo: dict[int, Any]) -> Any:
     return out
 
 
+#: The most nodes an unpickled object may have once shared sub-objects are counted every time
+#: they are reached (what a reader walking it as a tree visits). Real network pickles have a
+#: few thousand; a pickle that reuses one object twice per level reaches 2**depth.
+MAX_EXPANDED_NODES = 2_000_000
+
+
+def _children(obj: Any) -> tuple | list:
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, Record):
+        return list(vars(obj).values())
+    return ()
+
+
+def check_expansion(obj: Any, limit: int = MAX_EXPANDED_NODES) -> int:
+    """The node count of ``obj`` walked as a tree (shared sub-objects counted at every place they
+    are reached), computed in time linear in the number of distinct objects.
+
+    Raises:
+        _Invalid: the graph has a cycle, or the tree is larger than ``limit`` nodes.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        children = _children(node)
+        if not children:
+            return 1
+        if key in active:
+            raise _Invalid("the pickle refers to itself (a cycle); refused")
+        active.add(key)
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise _Invalid(
+                    f"its objects are shared so often that walking them visits more than {limit} "
+                    "nodes (an expansion bomb); refused"
+                )
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(obj)
+
+
 def _read(file: BinaryIO, allowed: Mapping[GlobalName, Any], source: str) -> Any:
     try:
         obj = RestrictedUnpickler(file, allowed, source).load()
+        check_expansion(obj)
         return _resolve(obj, {})
     except UnsafePickleError:
         raise

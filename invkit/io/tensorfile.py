@@ -74,3 +74,11 @@ def load(
     except (SafetensorError, OSError) as exc:
         raise FileFormatError(f"{path}: corrupt safetensors data ({exc})") from None
     return tensors, meta
+
+
+def require_finite(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Refuse floating-point tensors holding NaN or Inf (codes, directions): they would render
+    black images and exit 0. Raises :class:`FileFormatError` naming the file and tensor."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise FileFormatError(f"{path}: tensor {name!r} holds NaN or Inf values")

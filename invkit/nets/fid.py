@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io.checkpoint import CheckpointError, read_state_dict
+
 FEATURE_DIM = 2048
 
 
@@ -224,9 +226,9 @@ def load_fid_inception(path: str | os.PathLike | None = None, device: str | torc
     if not path.is_file():
         raise FIDWeightsError(f"{path}: FID Inception weights not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line message
-        raise FIDWeightsError(f"{path}: not a readable torch state dict ({exc})") from None
+        state = read_state_dict(path, "the FID Inception weights")
+    except CheckpointError as exc:  # refused, corrupt, truncated: the same one-line message
+        raise FIDWeightsError(f"{path}: not a readable torch state dict ({str(exc).removeprefix(f'{path}: ')})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     net = FIDInceptionV3()

@@ -27,6 +27,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..io.checkpoint import read_state_dict
+
 Net = Literal["alex", "vgg"]
 
 #: Layer list of torchvision's ``features`` Sequential: ("C", out, kernel, stride, pad), ("R",),
@@ -120,7 +122,7 @@ def load_heads(net: Net, version: str = "0.1", path: str | os.PathLike | None = 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: LPIPS linear heads not found")
     # The shipped files were saved from CUDA tensors: map to CPU.
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state_dict(path, "LPIPS linear heads")
     try:
         return [state[f"lin{i}.model.1.weight"].float() for i in range(5)]
     except (KeyError, TypeError):
@@ -145,10 +147,7 @@ def load_trunk_weights(net: Net, path: str | os.PathLike | None = None) -> dict[
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: LPIPS {net} trunk weights ({entry.file_name}) not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a torchvision state dict")
-    return state
+    return read_state_dict(path, f"torchvision {net} ImageNet weights")
 
 
 def normalize_channels(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..generator import Generator
@@ -37,7 +38,10 @@ def default_loss(generator: Generator, recipe: Recipe) -> nn.Module:
         from ..nets.bisenet import BiSeNet
 
         parser = BiSeNet.from_file(nets.parser) if Path(nets.parser).is_file() else BiSeNet.from_zoo(nets.parser)
-    return FeatureStyleLoss(LPIPS(nets.lpips_net, trunk=nets.lpips_trunk), recipe.loss, arcface=arcface,
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)  # lpips_trunk=random: the same trunk for the same run seed
+        lpips = LPIPS(nets.lpips_net, trunk=nets.lpips_trunk)
+    return FeatureStyleLoss(lpips, recipe.loss, arcface=arcface,
                             parser=parser, lpips_scales=nets.lpips_scales)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -80,6 +81,10 @@ class TrainResult:
     encoder: nn.Module
     interrupted: bool = False
     last_losses: dict[str, float] | None = None
+    #: the signal that stopped the run (``signal.SIGINT`` / ``SIGTERM``), 0 when none did
+    stop_signal: int = 0
+    #: the inference encoder file this call wrote (None: stopped early, not rank 0, not savable)
+    encoder_file: Path | None = None
 
 
 def blend_at(step: int, warmup_steps: int) -> float:
@@ -114,7 +119,7 @@ class Trainer:
         self.report = report or (lambda msg: log.warning("%s", msg))
         self.G = generator.to(self.device).eval().requires_grad_(False)
 
-        existing = latest_checkpoint(self.run_dir)
+        existing = latest_checkpoint(self.run_dir, self.report)
         if existing is not None and resume is False:
             raise FileExistsError(f"{self.run_dir}: holds a run already (resume it, or choose another folder)")
         self.resume_from = existing if resume is not False else None
@@ -380,6 +385,7 @@ class Trainer:
         last: dict[str, float] | None = None
         t0, steps0 = time.time(), self.step
         interrupted = False
+        stop_signal = 0
         try:
             with StopFlag() as stop, progress_bar(self.progress, self.stop_step, self.step) as update:
                 while self.step < self.stop_step:
@@ -404,7 +410,7 @@ class Trainer:
                     if step % r.sample_every == 0:
                         self.write_samples()
                     if any_rank(self.ctx, stop.requested):
-                        interrupted = True
+                        interrupted, stop_signal = True, stop.signum or signal.SIGINT
                         break
                     if step % r.checkpoint_every == 0 and step != self.stop_step:
                         self.save()
@@ -414,7 +420,10 @@ class Trainer:
         self._finish(interrupted)
         if interrupted and self.ctx.is_main:
             self.report(f"stopped at step {self.step}; checkpoint written, run again to resume")
-        return TrainResult(self.run_dir, self.step, self.encoder, interrupted, last)
+        return TrainResult(self.run_dir, self.step, self.encoder, interrupted, last, int(stop_signal),
+                           self.exported)
+
+    exported: Path | None = None
 
     def _finish(self, interrupted: bool = False) -> None:
         if not list_checkpoints(self.run_dir) or list_checkpoints(self.run_dir)[-1][0] != self.step:
@@ -426,7 +435,7 @@ class Trainer:
                 dist.broadcast(buf, src=0)
         if not interrupted and self.step >= self.total_steps:
             self.write_samples()
-            self.export_encoder()
+            self.exported = self.export_encoder()
 
     def _reduce(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
         names = sorted(values)

@@ -114,6 +114,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = 0  # the signal that asked for the stop
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:
@@ -128,6 +129,7 @@ class StopFlag:
         if self.requested:  # a second Ctrl-C: give up at once
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():
