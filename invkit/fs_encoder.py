@@ -65,6 +65,9 @@ ENCODER_KIND = "encoder"
 #: The official code's default layer (StyleGAN2 at 1024 px: the 16x16 second conv, 512x16x16).
 OFFICIAL_K = 5
 OFFICIAL_INPUT_SIZE = 256
+#: Largest encoder input side accepted (a file claiming more is refused before anything is
+#: allocated: the side sizes every activation, not any stored tensor).
+MAX_INPUT_SIZE = 4096
 
 
 class FeatureStyleEncoder(Encoder):
@@ -103,8 +106,8 @@ class FeatureStyleEncoder(Encoder):
         super().__init__()
         if len(depths) != 4 or len(widths) != 4:
             raise ValueError(f"the backbone has 4 stages: got depths {list(depths)}, widths {list(widths)}")
-        if input_size % 8:
-            raise ValueError(f"input_size must be a multiple of 8, got {input_size}")
+        if input_size % 8 or not 8 <= input_size <= MAX_INPUT_SIZE:
+            raise ValueError(f"input_size must be a multiple of 8 in 8..{MAX_INPUT_SIZE}, got {input_size}")
         self.num_ws, self.w_dim, self.k = int(num_ws), int(w_dim), int(k)
         self.feature_shape = tuple(int(s) for s in feature_shape)
         if len(self.feature_shape) != 3:

@@ -213,21 +213,29 @@ def render_batch(attrs: list[FaceAttributes], resolution: int = RESOLUTION) -> t
 HELD_OUT_START = 10_000_000
 
 
+#: Default memory cap of a :class:`ToyFaces` cache (bytes): 20 000 cached 64 px images fit.
+CACHE_BYTES = 512 * 2**20
+
+
 class ToyFaces(torch.utils.data.Dataset):
     """``len`` images with seeds ``first_seed .. first_seed + len - 1``.
 
     Item ``i`` is ``(image [3, R, R] in [-1, 1], attributes [len(ATTRIBUTE_NAMES)] float32)``, or
     the image alone with ``with_attributes=False`` (what the encoder training engine reads).
-    ``cache=True`` keeps rendered images in memory as uint8 (training revisits them often).
+    ``cache=True`` keeps rendered images in memory as uint8 (training revisits them often), up
+    to ``cache_bytes`` (default :data:`CACHE_BYTES`); images past that are rendered again when
+    revisited, so memory stays bounded whatever ``length`` is.
     """
 
     def __init__(self, length: int, first_seed: int = 0, resolution: int = RESOLUTION, cache: bool = False,
-                 with_attributes: bool = True):
+                 with_attributes: bool = True, cache_bytes: int | None = None):
         if length <= 0:
             raise ValueError(f"dataset length must be positive, got {length}")
         self.length, self.first_seed, self.resolution = length, first_seed, resolution
         self.with_attributes = with_attributes
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
+        per_item = 3 * resolution * resolution + 4 * len(ATTRIBUTE_NAMES) + 256  # pixels, labels, overhead
+        self._cache_items = (CACHE_BYTES if cache_bytes is None else cache_bytes) // per_item
 
     def __len__(self) -> int:
         return self.length
@@ -246,7 +254,7 @@ class ToyFaces(torch.utils.data.Dataset):
             attrs = self.attributes(index)
             image = render(attrs, self.resolution)
             a = attributes_to_tensor(attrs)
-            if self._cache is not None:
+            if self._cache is not None and len(self._cache) < self._cache_items:
                 self._cache[index] = (torch.from_numpy(np.array(image)).permute(2, 0, 1), a)
             image_t = pil_to_tensor(image)
         return (image_t, a) if self.with_attributes else image_t

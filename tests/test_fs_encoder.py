@@ -308,3 +308,5 @@ def test_bad_constructor_arguments():
         FeatureStyleEncoder(4, 8, 1, (8, 4, 4), w_avg=torch.zeros(7), **SMALL)
     with pytest.raises(ValueError, match="feature_shape"):
         FeatureStyleEncoder(4, 8, 1, (8, 4), **SMALL)
+    with pytest.raises(ValueError, match="input_size"):
+        FeatureStyleEncoder(4, 8, 1, (8, 4, 4), input_size=2**20, **SMALL)  # a crafted file's claim

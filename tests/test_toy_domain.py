@@ -97,3 +97,13 @@ def test_batches_are_deterministic_from_seed():
 def test_non_finite_attribute_is_refused():
     with pytest.raises(ValueError, match="smile"):
         td.render(BASE.replace(smile=float("nan")))
+
+
+def test_dataset_cache_is_bounded():
+    from invkit.recipes import toy_domain
+
+    per_item = 3 * 64 * 64 + 4 * len(toy_domain.ATTRIBUTE_NAMES) + 256
+    ds = toy_domain.ToyFaces(10, cache=True, cache_bytes=3 * per_item)
+    first = [ds[i][0] for i in range(10)]
+    assert len(ds._cache) == 3  # the rest are rendered again, identically
+    assert all(torch.equal(a, ds[i][0]) for i, a in enumerate(first))
