@@ -120,6 +120,8 @@ def _main(argv: list[str], debug: bool) -> int:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         return 130
+    except BrokenPipeError:
+        raise  # main() ends quietly: the reader went away, not an error of the command
     except Exception as exc:  # noqa: BLE001 - the one top-level handler: one line, --debug for more
         if debug:
             raise
