@@ -17,6 +17,7 @@ from invkit.direction import Direction
 from invkit.inversion import Inversion
 from invkit.io import tensorfile
 from invkit.loading import save_generator
+from invkit.losses import LossWeights
 from invkit.testing import tiny_stylegan2
 
 
@@ -135,7 +136,8 @@ def test_sigterm_exit_status(monkeypatch, capsys):
 
     import invkit.cli.train as train_cli
 
-    result = SimpleNamespace(interrupted=True, stop_signal=signal.SIGTERM, step=3, run_dir="r", encoder_file=None)
+    result = SimpleNamespace(interrupted=True, stop_signal=signal.SIGTERM, step=3, run_dir="r", encoder_file=None,
+                             last_losses={"total": 1.0})
     monkeypatch.setattr("invkit.training.train", lambda *a, **k: result)
     monkeypatch.setattr(train_cli, "get_recipe", lambda name: _FakeRecipe())
     assert main(["train", "fake", "--max-steps", "3"]) == 143
@@ -145,6 +147,7 @@ def test_sigterm_exit_status(monkeypatch, capsys):
 class _FakeRecipe:
     name = "fake"
     generator = "g"
+    loss = LossWeights()
 
     class schedule:  # noqa: N801 - stands in for a dataclass attribute
         batch_real = 0

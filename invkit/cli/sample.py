@@ -8,7 +8,7 @@ from rich.console import Console
 
 from ..io.images import save_grid
 from ..loading import load_generator
-from ._args import MAX_SEEDS, check_outputs, parse_int_ranges
+from ._args import MAX_SEEDS, check_outputs, finite_float, parse_int_ranges, positive_int
 
 
 def register(sub) -> None:
@@ -16,11 +16,11 @@ def register(sub) -> None:
     p.add_argument("--generator", "-g", required=True, help="checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     p.add_argument("--adapter", help="force an adapter instead of detecting it")
     p.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7 or 1,5,9 (default 0-7)")
-    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1.0)")
+    p.add_argument("--trunc", type=finite_float, default=1.0, help="truncation psi (default 1.0)")
     p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"],
                    help="per-layer noise: const (the fixed buffers, reproducible; default), random (fresh each call) or none (zeros)")
-    p.add_argument("--ncol", type=int, default=None, help="grid columns (default: up to 8)")
-    p.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4; lower it to save memory)")
+    p.add_argument("--ncol", type=positive_int, default=None, help="grid columns (default: up to 8)")
+    p.add_argument("--batch", type=positive_int, default=4, help="images per forward pass (default 4; lower it to save memory)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
     p.add_argument("--out", "-o", default="grid.png", help="output image grid (default grid.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-pixel noise for --noise-mode random (default 0)")

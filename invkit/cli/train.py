@@ -17,6 +17,7 @@ from rich.console import Console
 
 from .. import plugins
 from ..recipe import Recipe, get_recipe
+from ._args import positive_int
 
 
 def register(sub) -> None:
@@ -29,7 +30,7 @@ def register(sub) -> None:
                    help="override a recipe setting, e.g. schedule.lr=5e-5 or loss.lpips=0.5 (repeatable)")
     p.add_argument("--out", "-o", help="run folder (default: runs/RECIPE-NAME); an existing run is resumed")
     p.add_argument("--device", help="default: cuda:LOCAL_RANK when CUDA is available, else cpu")
-    p.add_argument("--max-steps", type=int, help="stop (with a checkpoint) after this step; run again to continue")
+    p.add_argument("--max-steps", type=positive_int, help="stop (with a checkpoint) after this step; run again to continue")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar or log lines while training (the final summary line is still printed)")
     p.set_defaults(func=run)

@@ -71,7 +71,6 @@ RESUMABLE_CHANGES = frozenset({
 LossFn = Callable[..., Mapping[str, torch.Tensor]]
 
 
-
 @dataclass
 class TrainResult:
     """What :func:`train` returns."""
