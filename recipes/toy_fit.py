@@ -49,9 +49,8 @@ from ..generator import Generator
 from ..io.images import save_grid
 from ..io.tensorfile import load as load_tensors
 from ..io.tensorfile import save as save_tensors
-from ..loading import save_generator
 from . import toy_domain
-from .toy_gan import _optimizer_state, _optimizer_tensors
+from .toy_gan import _optimizer_state, _optimizer_tensors, save_run_generator
 
 CHECKPOINT_KIND = "toy_fit_checkpoint"
 #: Fixed seeds of the progress grid and the logged PSNR (held-out range, never trained on).
@@ -261,10 +260,7 @@ def export_checkpoint(run_dir: str | os.PathLike, path: str | os.PathLike, which
     (``w_avg`` measured over 10 000 z)."""
     tensors, meta = load_tensors(Path(run_dir) / "checkpoint.safetensors", kind=CHECKPOINT_KIND)
     cfg = ToyFitConfig(**meta["config"])
-    G = build_generator(cfg)
-    G.load_state_dict({k[len(which) + 1:]: v for k, v in tensors.items() if k.startswith(which + ".")})
-    G.w_avg.copy_(G.compute_w_avg(n=10_000, seed=cfg.seed))
-    return save_generator(G.eval().requires_grad_(False), path)
+    return save_run_generator(build_generator(cfg), tensors, which, cfg.seed, path)
 
 
 def main(argv: list[str] | None = None) -> int:

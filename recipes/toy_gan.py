@@ -423,9 +423,15 @@ def export_checkpoint(run_dir: str | os.PathLike, path: str | os.PathLike) -> Pa
     (its ``w_avg`` measured over 10 000 z), without training or rendering anything."""
     tensors, meta = load_tensors(Path(run_dir) / "checkpoint.safetensors", kind=CHECKPOINT_KIND)
     cfg = ToyGANConfig(**meta["config"])
-    G = build_generator(cfg)
-    G.load_state_dict({k[len("G_ema."):]: v for k, v in tensors.items() if k.startswith("G_ema.")})
-    G.w_avg.copy_(G.compute_w_avg(n=10_000, seed=cfg.seed))
+    return save_run_generator(build_generator(cfg), tensors, "G_ema", cfg.seed, path)
+
+
+def save_run_generator(G: Generator, tensors: dict[str, torch.Tensor], prefix: str, seed: int,
+                       path: str | os.PathLike) -> Path:
+    """Load the ``prefix.*`` tensors of a run checkpoint into ``G``, measure its ``w_avg`` over
+    10 000 z (``seed``) and write it with :func:`save_generator` (shared by the toy runs)."""
+    G.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    G.w_avg.copy_(G.compute_w_avg(n=10_000, seed=seed))
     return save_generator(G.eval().requires_grad_(False), path)
 
 
