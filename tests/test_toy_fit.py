@@ -64,3 +64,15 @@ def test_fitting_lowers_the_error_against_the_renderer(tmp_path):
     with torch.no_grad():
         after = toy_fit.psnr(G.synthesize(G.mapping(z)), target)
     assert after > before + 3.0, (before, after)
+
+
+def test_curve_plot_reads_a_training_log_and_draws_each_term(tmp_path):
+    from invkit.recipes import toy_curve
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps({"step": s, "total": 1.0 / s, "mse": 0.0}) for s in range(1, 20)) + "\n")
+    curves = toy_curve.read_log(log, "step", ["total", "mse"])
+    assert len(curves["total"]) == 19 and curves["mse"] == []  # zeros cannot sit on a log axis
+    image = toy_curve.draw(curves, "step", "t")
+    pixels = np.asarray(image)
+    assert image.size == (720, 420) and (pixels[..., 0] < 100).sum() > 100  # the blue line is drawn
