@@ -41,16 +41,9 @@ def resolve(source: str | os.PathLike, kind: str = "generator") -> Path:
         if pretrained is not None:
             return Path(pretrained(kind))
         raise FileNotFoundError(f"{source}: recipe {text!r} ({entry.distribution}) ships no pretrained {kind}")
-    hint = zoo.suggest(text) or _close(text, plugins.list_recipes())
+    hint = zoo.suggest(text) or zoo.suggest(text, plugins.list_recipes())
     raise FileNotFoundError(f"{source}: no such file, and not a zoo name or a recipe with a pretrained {kind}"
                             f"{hint} (see `invkit zoo`, `invkit recipes`)")
-
-
-def _close(name: str, names: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, names, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def identify(checkpoint: CheckpointFile) -> str:

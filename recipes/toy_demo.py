@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..io.atomic import atomic_path
-from ..metrics import psnr, ssim, to_unit
+from ..metrics import mse, psnr, ssim, to_unit
 from . import toy_directions as dirs
 from . import toy_domain
 
@@ -31,14 +31,13 @@ READ_BACK = ("smile", "yaw", "hair")
 ZOOM = 2
 
 
-def labelled_grid(tiles: torch.Tensor, header: list[str], rows: list[str] | None = None) -> Image.Image:
-    """A picture of ``tiles [R, S, 3, H, W]`` (in [-1, 1]) with ``header`` above the S columns and
-    optional ``rows`` labels on the left; tiles are enlarged ``ZOOM`` times (nearest)."""
+def labelled_grid(tiles: torch.Tensor, header: list[str]) -> Image.Image:
+    """A picture of ``tiles [R, S, 3, H, W]`` (in [-1, 1]) with ``header`` above the S columns;
+    tiles are enlarged ``ZOOM`` times (nearest)."""
     r, s, _, h, w = tiles.shape
     th, tw, pad = h * ZOOM, w * ZOOM, 2
     font = ImageFont.load_default(size=13)
-    left = 0 if rows is None else 8 + max(int(font.getlength(t)) for t in rows)
-    top = 22
+    left, top = 0, 22
     canvas = Image.new("RGB", (left + s * (tw + pad) + pad, top + r * (th + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
     arr = (to_unit(tiles) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
@@ -47,8 +46,6 @@ def labelled_grid(tiles: torch.Tensor, header: list[str], rows: list[str] | None
         draw.text((x, 4), text, fill="black", font=font)
     for i in range(r):
         y = top + pad + i * (th + pad)
-        if rows is not None:
-            draw.text((4, y + th / 2 - 7), rows[i], fill="black", font=font)
         for j in range(s):
             tile = Image.fromarray(np.ascontiguousarray(arr[i, j])).resize((tw, th), Image.NEAREST)
             canvas.paste(tile, (left + pad + j * (tw + pad), y))
@@ -58,7 +55,7 @@ def labelled_grid(tiles: torch.Tensor, header: list[str], rows: list[str] | None
 def _reconstruction_metrics(rec: torch.Tensor, images: torch.Tensor, perceptual) -> dict[str, float]:
     """MSE, PSNR and SSIM on [0, 1] images (as ``invkit eval`` computes them) and toy-LPIPS."""
     a, b = to_unit(rec), to_unit(images)
-    return {"mse": float((a.double() - b.double()).square().mean()),
+    return {"mse": float(mse(a, b).mean()),
             "psnr_db": float(psnr(a, b).mean()), "ssim": float(ssim(a, b).mean()),
             "toy_lpips": float(perceptual(rec.clamp(-1, 1), images).mean())}
 
@@ -79,7 +76,6 @@ def run_demo(out_dir: str | os.PathLike = "invkit-demo", n_eval: int = 64, n_sho
     """
     from ..editing import edit_strip, mix
     from ..fs_encoder import load_encoder
-    from ..inversion import Inversion
     from ..loading import load_generator
     from .toy import (
         ATTRIBUTE_NET_FILE,
@@ -114,10 +110,11 @@ def run_demo(out_dir: str | os.PathLike = "invkit-demo", n_eval: int = 64, n_sho
 
     log(f"[2/5] inverting {n_eval} held-out rendered faces (seeds from {toy_domain.HELD_OUT_START})")
     images, truth = dirs.rendered(n_eval, toy_domain.HELD_OUT_START)
-    ws, feats = dirs.encode_in_batches(encoder, images)
-    inv = Inversion(ws, feats, encoder.k, G.fingerprint())
+    inv = dirs.invert_in_batches(encoder, images)
+    ws, feats = inv.ws, inv.features
     rec_w = G.synthesize(ws)
     rec_wf = G.synthesize_from(encoder.k, feats, ws)
+    readings = dirs.predict(net, rec_wf)  # what the read-back and every edit are measured from
     results: dict[str, Any] = {
         "n_eval": n_eval, "k": encoder.k, "feature_shape": list(feats.shape[1:]),
         "G(w)": _reconstruction_metrics(rec_w, images, perceptual),
@@ -128,7 +125,7 @@ def run_demo(out_dir: str | os.PathLike = "invkit-demo", n_eval: int = 64, n_sho
     for key in ("G(w)", "G(w,F)"):
         m = results[key]
         log(f"      {key:8s} {m['mse']:9.5f} {m['psnr_db']:8.2f} {m['ssim']:6.3f} {m['toy_lpips']:10.4f}")
-    results["read_back"] = _read_back(net, images, rec_wf, truth)
+    results["read_back"] = _read_back(net, images, readings, truth)
     rb = results["read_back"]
     log(f"      attribute net on G(w, F): glasses agree with the input on {rb['glasses_agreement']:.0%}; "
         + ", ".join(f"{a} off by {rb[a]['rec_vs_input']:.3f} (its own error {rb[a]['input_vs_truth']:.3f})"
@@ -148,7 +145,7 @@ def run_demo(out_dir: str | os.PathLike = "invkit-demo", n_eval: int = 64, n_sho
 
     log("[3/5] toggling glasses along the conditioned InterFaceGAN direction")
     toggle = directions[dirs.TOGGLE_DIRECTION]
-    g = dirs.measure_toggle(G, inv, toggle, net, toggle.strength)
+    g = dirs.measure_toggle(G, inv, toggle, net, toggle.strength, readings)
     edited = g.pop("edited")
     results["glasses_toggle"] = g
     log(f"      |alpha| = {toggle.strength:g}: flipped on {g['flip_rate']:.0%}; other attributes moved at most "
@@ -169,7 +166,7 @@ def run_demo(out_dir: str | os.PathLike = "invkit-demo", n_eval: int = 64, n_sho
         s = d.strength or 3.0
         strengths = [-s, -s / 2, 0.0, s / 2, s]
         strip = edit_strip(G, sub, d, strengths)
-        moved = dirs.measure_strip(G, inv, d, net, s)
+        moved = dirs.measure_strip(G, inv, d, net, s, readings)
         results["strips"][name] = {"strength": s, "moved": moved}
         top = max(moved, key=moved.get)
         label = f"InterFaceGAN: {name}" if d.editor == "interfacegan" else f"SeFa: {name}"
@@ -196,11 +193,12 @@ def run_demo(out_dir: str | os.PathLike = "invkit-demo", n_eval: int = 64, n_sho
     return results
 
 
-def _read_back(net, images: torch.Tensor, rec: torch.Tensor, truth: torch.Tensor) -> dict[str, Any]:
-    """Does the attribute net read the same attributes on G(w, F) as on the input? Glasses: the
-    fraction of images where both readings agree; each of :data:`READ_BACK`: the mean absolute
-    difference of the readings, next to the net's own mean error on the inputs."""
-    p_in, p_rec = dirs.predict(net, images), dirs.predict(net, rec)
+def _read_back(net, images: torch.Tensor, p_rec: dict[str, torch.Tensor], truth: torch.Tensor) -> dict[str, Any]:
+    """Does the attribute net read the same attributes on G(w, F) (its readings ``p_rec``) as on
+    the input? Glasses: the fraction of images where both readings agree; each of
+    :data:`READ_BACK`: the mean absolute difference of the readings, next to the net's own mean
+    error on the inputs."""
+    p_in = dirs.predict(net, images)
     out: dict[str, Any] = {"glasses_agreement": float(((p_in["glasses"] > 0.5) == (p_rec["glasses"] > 0.5)).float().mean()),
                            "glasses_input_accuracy": float(((p_in["glasses"] > 0.5).float() == truth[:, 0]).float().mean())}
     for a in READ_BACK:

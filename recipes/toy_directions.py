@@ -44,15 +44,10 @@ STRENGTH_GRID = tuple(float(a) for a in np.round(np.geomspace(0.25, 48, 48), 3))
 
 
 @torch.no_grad()
-def encode_in_batches(encoder, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ws [N, num_ws, w_dim], F [N, C, H, W])`` for ``images [N, 3, 64, 64]`` in [-1, 1]."""
-    encoder.eval()
-    ws, feats = [], []
-    for i in range(0, len(images), batch):
-        w, f = encoder.encode(images[i:i + batch])
-        ws.append(w)
-        feats.append(f)
-    return torch.cat(ws), torch.cat(feats)
+def invert_in_batches(encoder, images: torch.Tensor, batch: int = 64) -> Inversion:
+    """:meth:`Encoder.invert` of ``images [N, 3, 64, 64]`` (in [-1, 1]) ``batch`` at a time."""
+    return Inversion.cat([encoder.invert(images[i:i + batch], [str(j) for j in range(i, min(i + batch, len(images)))])
+                          for i in range(0, len(images), batch)])
 
 
 def rendered(n: int, first_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,13 +74,19 @@ def attribute_change(before: dict[str, torch.Tensor], after: dict[str, torch.Ten
 
 
 @torch.no_grad()
+def reconstruction_readings(G: Generator, inversion: Inversion, net: toy_attributes.AttributeNet) -> dict[str, torch.Tensor]:
+    """The attribute net's readings of the reconstructions ``G(w, F)`` (what edits are measured from)."""
+    return predict(net, G.synthesize_from(inversion.k, inversion.features, inversion.ws))
+
+
+@torch.no_grad()
 def measure_toggle(G: Generator, inversion: Inversion, direction: Direction, net: toy_attributes.AttributeNet,
-                   strength: float) -> dict[str, Any]:
+                   strength: float, before: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Add glasses where the reconstruction has none, remove them where it has some (|alpha| =
     ``strength``); the flip rate and how far every attribute moved, judged by the attribute net.
-    ``edited`` holds the images ``[N, 3, 64, 64]``."""
-    rec = G.synthesize_from(inversion.k, inversion.features, inversion.ws)
-    before = predict(net, rec)
+    ``edited`` holds the images ``[N, 3, 64, 64]``. ``before``: :func:`reconstruction_readings`,
+    when the caller already has them."""
+    before = reconstruction_readings(G, inversion, net) if before is None else before
     has = before["glasses"] > 0.5
     edited = edit(G, inversion, direction, torch.where(has, -strength, strength).float())
     after = predict(net, edited)
@@ -98,10 +99,11 @@ def measure_toggle(G: Generator, inversion: Inversion, direction: Direction, net
 
 @torch.no_grad()
 def measure_strip(G: Generator, inversion: Inversion, direction: Direction, net: toy_attributes.AttributeNet,
-                  strength: float) -> dict[str, float]:
+                  strength: float, before: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """How far each attribute moves between alpha = -strength and +strength (mean of the two
-    half-moves from the reconstruction, as a fraction of its range)."""
-    rec = predict(net, G.synthesize_from(inversion.k, inversion.features, inversion.ws))
+    half-moves from the reconstruction, as a fraction of its range; ``before`` as in
+    :func:`measure_toggle`)."""
+    rec = reconstruction_readings(G, inversion, net) if before is None else before
     plus = attribute_change(rec, predict(net, edit(G, inversion, direction, strength)))
     minus = attribute_change(rec, predict(net, edit(G, inversion, direction, -strength)))
     return {k: (plus[k] + minus[k]) / 2 for k in plus}
@@ -111,9 +113,9 @@ def calibrate_toggle(G: Generator, inversion: Inversion, direction: Direction, n
                      target: float) -> tuple[float, float]:
     """``(strength, flip rate)``: the smallest strength of :data:`STRENGTH_GRID` whose toggle flips
     ``target`` of the images, or the one that flips most when none does."""
-    rates = {}
+    rates, before = {}, reconstruction_readings(G, inversion, net)
     for s in STRENGTH_GRID:
-        rates[s] = measure_toggle(G, inversion, direction, net, s)["flip_rate"]
+        rates[s] = measure_toggle(G, inversion, direction, net, s, before)["flip_rate"]
         if rates[s] >= target:
             return s, rates[s]
     best = max(rates, key=rates.get)
@@ -125,9 +127,9 @@ def calibrate_attribute(G: Generator, inversion: Inversion, direction: Direction
     """``(strength, move)``: the smallest strength of :data:`STRENGTH_GRID` at which
     ``direction.attribute`` moves by ``target`` of its range on average (the largest tried when
     none does), and the move measured there."""
-    moved = 0.0
+    moved, before = 0.0, reconstruction_readings(G, inversion, net)
     for s in STRENGTH_GRID:
-        moved = measure_strip(G, inversion, direction, net, s)[direction.attribute]
+        moved = measure_strip(G, inversion, direction, net, s, before)[direction.attribute]
         if moved >= target:
             return s, moved
     return STRENGTH_GRID[-1], moved
@@ -148,7 +150,7 @@ def fit_directions(G: Generator, encoder, net: toy_attributes.AttributeNet, n: i
     from ..editors.interfacegan import condition
 
     images, labels = rendered(n, 0)
-    ws, _ = encode_in_batches(encoder, images)
+    ws = invert_in_batches(encoder, images).ws
     interfacegan = plugins.editors().get("interfacegan").obj()
     fitted: dict[str, Direction] = {}
     for name in dict.fromkeys(EDIT_ATTRIBUTES + CONDITION_ATTRIBUTES):
@@ -161,7 +163,7 @@ def fit_directions(G: Generator, encoder, net: toy_attributes.AttributeNet, n: i
     sefa = plugins.editors().get("sefa").obj().fit(G, top=5, space="w+")
 
     cal_images, _ = rendered(n_calibrate, CALIBRATION_FIRST_SEED)
-    cal = Inversion(*encode_in_batches(encoder, cal_images), encoder.k, G.fingerprint())
+    cal = invert_in_batches(encoder, cal_images)
     out = [fitted[a] for a in EDIT_ATTRIBUTES] + [toggle] + sefa
     for d in out:
         if d.editor == "sefa":

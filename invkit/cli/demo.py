@@ -14,14 +14,14 @@ from pathlib import Path
 from rich.console import Console
 
 from .. import plugins
-from ._args import default_threads
+from ._args import default_threads, positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="invert, edit and mix held-out demo images offline; writes an HTML report")
     p.add_argument("--out", "-o", default="invkit-demo", help="report folder (default ./invkit-demo)")
     p.add_argument("--recipe", default="toy", help="recipe whose demo to run (default: toy)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: the cores not kept busy by other processes)")
     p.add_argument("--overwrite", action="store_true", help="replace the report files of an earlier run in --out")
     p.set_defaults(func=run)
@@ -35,8 +35,6 @@ def run(args) -> int:
         raise ValueError(f"recipe {args.recipe!r} ({entry.plugin}, {entry.distribution}) has no demo")
     import torch
 
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads or default_threads())
     results = demo(Path(args.out), log=lambda m: console.print(m, markup=False), overwrite=args.overwrite)
     print(results["report"] if isinstance(results, dict) and "report" in results else Path(args.out))

@@ -60,8 +60,6 @@ def run(args) -> int:
     from .invert import output_names
 
     console = Console(stderr=True, soft_wrap=True)
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.images and not args.encoder:
         raise ValueError("--images needs --encoder (or pass --codes from `invkit invert`)")
     torch.manual_seed(args.seed)  # --noise-mode random draws from torch's generator

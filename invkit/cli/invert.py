@@ -60,8 +60,6 @@ def run(args) -> int:
     from ..fs_encoder import load_encoder
 
     console = Console(stderr=True, soft_wrap=True)
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
     files = list_images(args.images)
     if not files:
         raise ValueError(f"{args.images}: no images (looked for .png, .jpg, .jpeg, .bmp, .webp, .tif)")

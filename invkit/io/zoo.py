@@ -130,9 +130,9 @@ def has(name: str) -> bool:
     return name in _ENTRIES
 
 
-def suggest(name: str) -> str:
-    """`` (did you mean 'x'?)`` for the closest zoo name, or ""."""
-    close = difflib.get_close_matches(name, list(_ENTRIES), n=1, cutoff=0.6)
+def suggest(name: str, names: list[str] | None = None) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``names`` (default: the zoo's names), or ""."""
+    close = difflib.get_close_matches(name, list(_ENTRIES) if names is None else names, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
