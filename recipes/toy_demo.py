@@ -232,7 +232,7 @@ def _write_report(out: Path, results: dict[str, Any], pictures: list[tuple[str, 
                   f"{rb['glasses_input_accuracy']:.0%} correct on inputs"]]
     read_rows += [[a, f"{rb[a]['rec_vs_input']:.3f}", f"{rb[a]['input_vs_truth']:.3f}"] for a in READ_BACK]
     g = results["glasses_toggle"]
-    strip_rows = [[name, f"±{s['strength']:g}", f"{s['moved'].get(name, float('nan')):.2f}",
+    strip_rows = [[name, f"±{s['strength']:g}", f"{s['moved'][name]:.2f}" if name in s["moved"] else "n/a (unsupervised)",
                    max(((k, v) for k, v in s["moved"].items() if k != name), key=lambda kv: kv[1])[0]
                    + f" {max(v for k, v in s['moved'].items() if k != name):.2f}"]
                   for name, s in results["strips"].items()]
