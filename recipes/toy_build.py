@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--encoder", required=True)
     d.add_argument("--attribute-net", help="default: the shipped one")
     d.add_argument("--out", required=True, help="folder for the direction files")
-    d.add_argument("--n", type=int, default=2000, help="rendered training images the boundaries are fit on")
+    d.add_argument("--n", type=int, default=2000, help="rendered training images whose encoder codes set the SeFa strengths")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.cmd == "assets":
