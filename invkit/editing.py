@@ -226,3 +226,22 @@ def spread_strength(direction: Direction, ws: torch.Tensor, spread: float = 2.0)
         raise ValueError(f"direction {direction.name!r} is zero on the rows it applies to")
     t = (ws * delta).sum((1, 2)) / norm2
     return float(spread * t.std())
+
+
+def mapped_codes(G: Generator, n: int = 2000, seed: int = 0) -> torch.Tensor:
+    """``ws [n, num_ws, w_dim]`` of mapping-network samples (seeded): the codes generator-only
+    editors (SeFa, GANSpace) act on, for :func:`spread_strength` when no inversions are at hand."""
+    with torch.no_grad():
+        z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)
+        return G.mapping(z)
+
+
+def fill_strengths(directions: Sequence[Direction], ws: torch.Tensor | None) -> None:
+    """Record a default strength, :func:`spread_strength` of ``ws``, in each W/W+ direction whose
+    ``strength`` is None (in place; nothing when ``ws`` is None). ``invkit edit`` then spans
+    ``[-strength, strength]``."""
+    if ws is None:
+        return
+    for d in directions:
+        if d.strength is None and d.space != "z":
+            d.strength = spread_strength(d, ws)
