@@ -26,7 +26,8 @@ ALLOWED = {
     "procedures": BELOW_PROCEDURES,
     "training": BELOW_PROCEDURES | {"training"},
     "exporter": BELOW_PROCEDURES | {"exporter"},
-    "cli": BELOW_PROCEDURES | {"training", "exporter", "cli", "api"},
+    "ui": BELOW_PROCEDURES | {"training", "exporter", "ui", "api"},
+    "cli": BELOW_PROCEDURES | {"training", "exporter", "ui", "cli", "api"},
     "plugin": BELOW_PROCEDURES | {"training", "plugin", "api"},
 }
 
@@ -48,7 +49,7 @@ def _part(module: str) -> str:
     head = parts[1]
     if head in ("adapters", "editors", "recipes"):
         return "plugin"
-    if head in ("io", "ops", "nets", "training", "exporter", "cli", "config", "registry", "hookspecs"):
+    if head in ("io", "ops", "nets", "training", "exporter", "ui", "cli", "config", "registry", "hookspecs"):
         return head
     if head in INTERFACES:
         return "interfaces"

@@ -102,7 +102,9 @@ def _read(path: Path, decode: bool, max_pixels: int | None = None) -> Image.Imag
             return _to_rgb8(ImageOps.exif_transpose(im), path)
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+    except Image.DecompressionBombError:  # PIL's own guard fired first (its limit is at least ours)
+        raise ImageError(f"{path}: declares more pixels than the limit of {limit} (a decompression bomb?){hint}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             MemoryError, EOFError) as exc:
         raise ImageError(f"{path}: cannot read image ({exc or type(exc).__name__})") from None
 
