@@ -14,6 +14,7 @@ import importlib.util
 import os
 
 from rich.console import Console
+from rich.markup import escape
 
 from ._args import default_threads, positive_int
 
@@ -50,7 +51,7 @@ def register(sub) -> None:
 def run(args) -> int:
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if importlib.util.find_spec("gradio") is None:
-        console.print("[red]error:[/red] invkit ui needs Gradio: pip install 'invkit[ui]'")
+        console.print("[red]error:[/red] " + escape("invkit ui needs Gradio: pip install 'invkit[ui]'"))
         return 1
     import torch
 
