@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 DISPLAY_SIDE = 256
 #: Slider positions between -strength and +strength.
 SLIDER_STEPS = 40
+#: The views keep their pixels square when the browser scales them to the layout.
+CSS = ".pixels img { image-rendering: pixelated; }"
 
 
 def display(image: torch.Tensor | None) -> Image.Image | None:
@@ -92,13 +94,14 @@ def build_page(session: Session, export_root: str | os.PathLike | None = None) -
         status = gr.Markdown(_status("Pick a sample or upload an image."), elem_id="status")
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                gallery = gr.Gallery(samples, label="samples (held-out)", columns=3, allow_preview=False,
+                gallery = gr.Gallery(samples, label="samples (held-out)", columns=2, allow_preview=False,
                                      interactive=False, elem_id="sample-gallery", visible=bool(samples), height="auto")
                 upload = gr.File(label="or upload an image", file_types=list(IMAGE_SUFFIXES), elem_id="upload")
             with gr.Column(scale=3):
                 with gr.Row():
                     # No download buttons: the views are enlarged; "export" writes the real pixels.
-                    shown = [gr.Image(label=label, type="pil", format="png", interactive=False, elem_id=eid, buttons=[])
+                    shown = [gr.Image(label=label, type="pil", format="png", interactive=False, elem_id=eid, buttons=[],
+                                      elem_classes="pixels")
                              for label, eid in (("input", "input-image"), ("G(w)", "rec-w"), ("G(w, F)", "rec-wf"),
                                                 ("edited: G(w̃, F̃)", "edited"))]
                     view_in, view_w, view_wf, edited = shown
@@ -107,25 +110,26 @@ def build_page(session: Session, export_root: str | os.PathLike | None = None) -
                     for i, name in enumerate(names):
                         s = float(f"{session.directions[name].strength:.3g}")  # readable limits
                         sliders.append(gr.Slider(-s, s, 0.0, step=2 * s / SLIDER_STEPS, label=name,
-                                                 info=f"{session.directions[name].editor}, strength ±{s:.3g}",
+                                                 info=f"±{s:.3g} ({session.directions[name].editor})",
                                                  elem_id=f"slider-{i}", min_width=200))
                 with gr.Row():
                     reset = gr.Button("reset sliders", elem_id="reset")
                     export = gr.Button("export edited image and codes", variant="primary", elem_id="export")
                 downloads = gr.File(label="downloads", file_count="multiple", interactive=False, elem_id="downloads",
-                                    height=120)
+                                    visible=False)  # shown by the first export
         with gr.Accordion("Style mixing with a second image", open=False):
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
-                    gallery_b = gr.Gallery(samples, label="image B: a sample", columns=3, allow_preview=False,
+                    gallery_b = gr.Gallery(samples, label="image B: a sample", columns=2, allow_preview=False,
                                            interactive=False, elem_id="mix-gallery", visible=bool(samples),
                                            height="auto")
                     upload_b = gr.File(label="or upload image B", file_types=list(IMAGE_SUFFIXES), elem_id="mix-upload")
-                view_b = gr.Image(label="B: G(w_B, F_B)", type="pil", format="png", interactive=False, elem_id="mix-b")
+                view_b = gr.Image(label="B: G(w_B, F_B)", type="pil", format="png", interactive=False, elem_id="mix-b",
+                                  elem_classes="pixels", buttons=[])
                 mix_ab = gr.Image(label="G(w_B, F_A): A's structure, B's styles", type="pil", format="png",
-                                  interactive=False, elem_id="mix-ab")
+                                  interactive=False, elem_id="mix-ab", elem_classes="pixels", buttons=[])
                 mix_ba = gr.Image(label="G(w_A, F_B): B's structure, A's styles", type="pil", format="png",
-                                  interactive=False, elem_id="mix-ba")
+                                  interactive=False, elem_id="mix-ba", elem_classes="pixels", buttons=[])
         with gr.Accordion("Models", open=False):
             gr.Markdown("The generator and encoder the server was started with (`invkit ui --generator ... "
                         "--encoder ...`). Try another encoder of the same generator here; it serves this page "
@@ -179,7 +183,8 @@ def build_page(session: Session, export_root: str | os.PathLike | None = None) -
                 return gr.skip(), _status("Nothing to export yet: pick a sample or upload an image.")
             folder = Path(tempfile.mkdtemp(dir=export_root))
             png, codes = session.export(a, strengths(values), folder)
-            return [str(png), str(codes)], _status(f"exported {png.name} and {codes.name} (below)")
+            return (gr.File(value=[str(png), str(codes)], visible=True),
+                    _status(f"exported {png.name} and {codes.name} (below)"))
 
         def as_b(b: Inverted, a: Inverted | None) -> tuple:
             note = f"{b.name} is image B" + ("" if a is not None else "; pick or upload image A to mix")
@@ -227,5 +232,5 @@ def serve(session: Session, host: str = "127.0.0.1", port: int | None = None, sh
     page.queue(default_concurrency_limit=1)  # one edit at a time: torch already uses the cores
     page.launch(server_name=host, server_port=port, share=share, max_file_size=f"{max_upload_mb}mb",
                 prevent_thread_lock=not block, show_error=True, ssr_mode=False, mcp_server=False,
-                footer_links=[])
+                footer_links=[], css=CSS)
     return page
