@@ -11,9 +11,11 @@ mixing (B) and an encoder the visitor uploaded; the :class:`Session` itself is s
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -77,8 +79,12 @@ def _guarded(n_outputs: int, clears_upload: bool = False) -> Callable:
 
 def build_page(session: Session, export_root: str | os.PathLike | None = None) -> gr.Blocks:
     """The page for ``session``. ``export_root``: where exports are written (a new temporary
-    folder by default); each export goes to its own subfolder."""
-    export_root = Path(export_root or tempfile.mkdtemp(prefix="invkit-ui-"))
+    folder by default, removed when the process ends); each export goes to its own subfolder,
+    from which Gradio copies the files into its cache."""
+    if export_root is None:
+        export_root = tempfile.mkdtemp(prefix="invkit-ui-")
+        atexit.register(shutil.rmtree, export_root, True)
+    export_root = Path(export_root)
     names = list(session.directions)
     # Short captions (the last word of a name: a seed, a file stem); the full name is in the status.
     samples = [(display(image), name.split()[-1]) for name, image in session.samples]
