@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from invkit.generator import Generator, NoiseArg, StyleAffine
+from invkit.generator import Generator, NoiseArg, StyleAffine, SynthesisState
 from invkit.ops import resample
 
 from .stylegan2_layers import (
@@ -214,18 +214,58 @@ class StyleGAN2Generator(Generator):
         x = swap(0, self.const.unsqueeze(0).expand(batch, -1, -1, -1))
         if stop_at == 0:
             return x
-        img = None
-        block = 0
-        for j, conv in enumerate(self.convs):
-            own = conv(x, ws[:, j], noises[j], self.modconv)
-            x = swap(j + 1, own)
+        return self._convs_from(0, x, None, ws, noises, swap, stop_at)
+
+    def _convs_from(self, start: int, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor,
+                    noises: list, swap=None, stop_at: int | None = None, state_at: int | None = None):
+        """The conv layers ``start, start + 1, ...`` (0-based conv numbers; layer index j + 1)
+        from activation ``x`` and the RGB skip image ``img`` so far.
+
+        Returns the image, activation ``stop_at`` (as the next conv reads it), or for
+        ``state_at`` the pair ``(own activation, skip image)`` right after that layer and the
+        ToRGB of its block when it ends one (what :meth:`synthesize_after` resumes from).
+        """
+        for j in range(start, len(self.convs)):
+            own = self.convs[j](x, ws[:, j], noises[j], self.modconv)
+            x = own if swap is None else swap(j + 1, own)
             if stop_at == j + 1:
                 return x.contiguous()
             if j % 2 == 0:  # j even: the block's last conv: its ToRGB reads the unreplaced output
-                y = self.torgbs[block](own, ws[:, j + 1], self.modconv)
+                y = self.torgbs[j // 2](own, ws[:, j + 1], self.modconv)
                 img = y if img is None else self._skip_up(img, y)
-                block += 1
+            if state_at == j + 1:
+                return own.contiguous(), img
         return img.contiguous()
+
+    def synthesis_state(self, k: int, ws: torch.Tensor, noise_mode: NoiseArg = "const") -> SynthesisState:
+        """The layers up to ``k`` for ``ws``: activation ``k`` and the RGB skip image including
+        the ToRGB of ``k``'s block when ``k`` ends one (see :meth:`Generator.synthesis_state`).
+
+        Conv index i reads ``ws[:, i - 1]`` and the ToRGB after conv index i (odd i) reads
+        ``ws[:, i]``, so the state depends on the first ``k + 1`` rows for odd ``k``, ``k`` rows
+        for even ``k``.
+        """
+        self._check_ws(ws)
+        self.layer(k)
+        noises = self._noise_list(noise_mode, ws.shape[0])
+        x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+        if k == 0:
+            return SynthesisState(0, x, 0, None)
+        own, img = self._convs_from(0, x, None, ws, noises, state_at=k)
+        return SynthesisState(k, own, k + 1 if k % 2 else k, img)
+
+    def synthesize_after(self, state: SynthesisState, features: torch.Tensor, ws: torch.Tensor,
+                         noise_mode: NoiseArg = "const") -> torch.Tensor:
+        """The image with activation ``state.k`` replaced by ``features``, running only the
+        layers after ``k`` (bit-identical to :meth:`Generator.synthesize_from` with the ``ws``
+        and noise the state was made with)."""
+        self._check_ws(ws)
+        expected = self.layer(state.k).shape
+        if tuple(features.shape[1:]) != expected or features.shape[0] != ws.shape[0]:
+            raise ValueError(f"features for layer {state.k} must be [{ws.shape[0]}, "
+                             f"{', '.join(map(str, expected))}], got {list(features.shape)}")
+        noises = self._noise_list(noise_mode, ws.shape[0])
+        return self._convs_from(state.k, features.to(ws.dtype), state.carry, ws, noises)
 
     def _skip_up(self, img: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``upsample2x(img) + y``: the RGB skip connection (in place on the fast path)."""

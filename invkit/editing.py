@@ -12,6 +12,11 @@ At α = 0 the difference is exactly zero, so the result is bit-identical to the 
 ``G(w, F)``. A direction restricted to ws rows that layer K does not read (rows after K's) leaves
 F untouched and changes only the layers after K.
 
+:class:`PreparedEdit` serves repeated edits of one inversion (a slider, a sweep): it keeps ``F``,
+``G_K(w)`` and the generator's state at K, so each edit runs the layers up to K once for ``w̃``
+(``G_K(w̃)``; skipped when ``w̃`` leaves the rows those layers read unchanged) and the layers after
+K once, instead of :func:`edit`'s two ``G_K`` passes and a full synthesis.
+
 Style mixing swaps the two halves: ``G(w_B, F_A)`` keeps A's spatial structure (F) and takes B's
 styles for every layer after K.
 """
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 import torch
 
 from .direction import Direction
-from .generator import Generator, NoiseArg
+from .generator import Generator, NoiseArg, SynthesisState
 from .inversion import Inversion
 
 
@@ -116,6 +121,48 @@ def edit(
     return G.synthesize_from(inversion.k, feats_edit, ws_edit, noise)
 
 
+class PreparedEdit:
+    """Repeated Eq. 1 edits of one inversion, reusing ``F`` and ``G_K(w)``.
+
+    ``PreparedEdit(G, inversion).render(ws_edit)`` equals ``G(w̃, F̃)`` of :func:`edit` for the
+    same codes and noise (bit for bit on adapters that resume a pass, StyleGAN2; see
+    :meth:`Generator.synthesize_after`). Per edit it runs the layers up to K once for ``w̃`` and
+    the layers after K once; when ``w̃`` agrees with ``w`` on the rows the layers up to K read
+    (``state.rows``), ``G_K(w̃) = G_K(w)`` and only the layers after K run.
+
+    Args:
+        G: the generator of ``inversion`` (refused otherwise).
+        inversion: the codes of N images.
+        noise_mode: as in :func:`edit`; "random" is drawn once here and kept for every edit.
+    """
+
+    def __init__(self, G: Generator, inversion: Inversion, noise_mode: NoiseArg = "const"):
+        _check(G, inversion)
+        self.G, self.inversion = G, inversion
+        self.noise = _noise_for(G, len(inversion), noise_mode)
+        with torch.no_grad():
+            self.state: SynthesisState = G.synthesis_state(inversion.k, inversion.ws, self.noise)
+
+    def codes(self, ws_edit: torch.Tensor) -> tuple[torch.Tensor, SynthesisState]:
+        """``(F̃ [N, C, H, W], the state at K of ws_edit)`` for edited codes ``ws_edit``
+        ``[N, num_ws, w_dim]`` (e.g. :meth:`Direction.apply` of ``inversion.ws``)."""
+        ws = self.inversion.ws
+        if ws_edit.shape != ws.shape:
+            raise ValueError(f"edited codes must be {list(ws.shape)}, got {list(ws_edit.shape)}")
+        rows = self.state.rows
+        if torch.equal(ws_edit[:, :rows], ws[:, :rows]):
+            return self.inversion.features, self.state  # G_K(w̃) = G_K(w): F̃ = F exactly
+        state = self.G.synthesis_state(self.inversion.k, ws_edit, self.noise)
+        # The difference first, then the add, as _edit_codes: the same float rounding as edit().
+        return self.inversion.features + (state.features - self.state.features), state
+
+    @torch.no_grad()
+    def render(self, ws_edit: torch.Tensor) -> torch.Tensor:
+        """The edited images ``G(w̃, F̃)`` ``[N, img_channels, R, R]``, roughly in [-1, 1]."""
+        feats, state = self.codes(ws_edit)
+        return self.G.synthesize_after(state, feats, ws_edit, self.noise)
+
+
 def edit_strip(
     G: Generator,
     inversion: Inversion,
@@ -179,3 +226,22 @@ def spread_strength(direction: Direction, ws: torch.Tensor, spread: float = 2.0)
         raise ValueError(f"direction {direction.name!r} is zero on the rows it applies to")
     t = (ws * delta).sum((1, 2)) / norm2
     return float(spread * t.std())
+
+
+def mapped_codes(G: Generator, n: int = 2000, seed: int = 0) -> torch.Tensor:
+    """``ws [n, num_ws, w_dim]`` of mapping-network samples (seeded): the codes generator-only
+    editors (SeFa, GANSpace) act on, for :func:`spread_strength` when no inversions are at hand."""
+    with torch.no_grad():
+        z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)
+        return G.mapping(z)
+
+
+def fill_strengths(directions: Sequence[Direction], ws: torch.Tensor | None) -> None:
+    """Record a default strength, :func:`spread_strength` of ``ws``, in each W/W+ direction whose
+    ``strength`` is None (in place; nothing when ``ws`` is None). ``invkit edit`` then spans
+    ``[-strength, strength]``."""
+    if ws is None:
+        return
+    for d in directions:
+        if d.strength is None and d.space != "z":
+            d.strength = spread_strength(d, ws)

@@ -21,7 +21,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -66,6 +66,27 @@ class StyleAffine:
     weight: torch.Tensor
     bias: torch.Tensor
     torgb: bool = False
+
+
+@dataclass
+class SynthesisState:
+    """What the layers after ``k`` need from one synthesis pass up to layer ``k``
+    (:meth:`Generator.synthesis_state`): resuming from it runs only the layers after ``k``.
+
+    Attributes:
+        k: the layer.
+        features: ``G_k(ws)``, activation ``k`` ``[B, C, H, W]`` (:meth:`Generator.features_at`).
+        rows: how many leading ``ws`` rows the state depends on: codes that agree with the ones it
+            was made from on ``ws[:, :rows]`` (with the same noise) give the same state, so an
+            edit that leaves those rows alone can reuse it.
+        carry: adapter-private data (StyleGAN2: the RGB skip image so far); None when the adapter
+            does not resume (the generic fallback, which runs every layer again).
+    """
+
+    k: int
+    features: torch.Tensor
+    rows: int
+    carry: Any = None
 
 
 class Generator(nn.Module, ABC):
@@ -174,6 +195,24 @@ class Generator(nn.Module, ABC):
                 f"got {list(features.shape)}"
             )
         return self.run_synthesis(ws, noise_mode, replace_at=k, features=features, blend=blend)
+
+    def synthesis_state(self, k: int, ws: torch.Tensor, noise_mode: NoiseArg = "const") -> SynthesisState:
+        """Run the layers up to ``k`` for ``ws [B, num_ws, w_dim]`` and keep what the rest need.
+
+        ``state.features`` equals :meth:`features_at` ``(k, ws, noise_mode)``. Adapters that can
+        resume a pass override this and :meth:`synthesize_after`; this fallback keeps only the
+        activation (``rows = num_ws``: any change of ``ws`` counts).
+        """
+        return SynthesisState(k, self.features_at(k, ws, noise_mode), self.num_ws)
+
+    def synthesize_after(self, state: SynthesisState, features: torch.Tensor, ws: torch.Tensor,
+                         noise_mode: NoiseArg = "const") -> torch.Tensor:
+        """:meth:`synthesize_from` ``(state.k, features, ws, noise_mode)`` from a state that
+        :meth:`synthesis_state` made of the same ``ws`` (at least its first ``state.rows`` rows)
+        and noise: only the layers after ``k`` run where the adapter resumes (StyleGAN2); the
+        fallback runs the whole pass. Returns the raw image ``[B, C, R, R]``, roughly in [-1, 1].
+        """
+        return self.synthesize_from(state.k, features, ws, noise_mode)
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: NoiseArg = "const"):
         """``z [B, z_dim]`` -> image; a convenience for ``synthesize(mapping(z))``."""

@@ -174,7 +174,9 @@ class ToyRecipeFactory:
     * ``loss(generator, recipe)``: the objective, instead of the paper's AlexNet-LPIPS one;
     * ``pretrained(kind)``: the shipped ``"generator"`` / ``"encoder"`` file, so ``-g toy`` and
       ``-e toy`` work wherever a generator or encoder is taken;
-    * ``demo(out_dir, log=...)``: what ``invkit demo`` runs.
+    * ``demo(out_dir, log=...)``: what ``invkit demo`` runs;
+    * ``directions()`` and ``samples(n)``: the shipped directions and held-out renders that
+      ``invkit ui`` offers.
     """
 
     def __call__(self) -> Recipe:
@@ -194,6 +196,22 @@ class ToyRecipeFactory:
         if kind not in files:
             raise KeyError(f"the toy recipe ships no {kind!r} (it ships: {', '.join(files)})")
         return asset(files[kind])
+
+    @staticmethod
+    def directions() -> list:
+        """The demo's directions (``toy_direction_*``), each with its calibrated strength."""
+        from .toy_directions import load_directions
+
+        return list(load_directions(assets_dir()).values())
+
+    @staticmethod
+    def samples(n: int = 8) -> list[tuple[str, torch.Tensor]]:
+        """``n`` held-out renders (seeds from ``toy_domain.HELD_OUT_START``, never trained on):
+        ``(name, image [3, 64, 64] in [-1, 1])`` each."""
+        from .toy_directions import rendered
+
+        images, _ = rendered(n, toy_domain.HELD_OUT_START)
+        return [(f"held-out seed {toy_domain.HELD_OUT_START + i}", image) for i, image in enumerate(images)]
 
     @staticmethod
     def demo(out_dir: str | os.PathLike = "invkit-demo", log: Callable[[str], None] = print, **kwargs) -> dict[str, Any]:

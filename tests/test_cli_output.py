@@ -148,3 +148,10 @@ def test_readme_says_what_the_constraints_pin_and_what_they_do_not():
         assert f"`{pin}`" in readme  # every pin is named where the guarantee is stated
     assert "does\n**not** choose the **build**" in readme or "does **not** choose the **build**" in readme
     assert "https://download.pytorch.org/whl/cpu" in readme and "resolves to the CUDA build" in readme
+
+
+def test_readme_setup_line_is_exactly_the_ci_install_line():
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("pip install")]
+    readme = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("pip install")]
+    assert len(ci) == 1 and readme[:1] == ci
+    assert "ui" in ci[0] and "apt-get install" in (REPO / ".ci" / "run").read_text()  # the browser tests run in CI

@@ -238,3 +238,81 @@ def test_cli_mix_writes_reconstructions_and_both_mixes(G, files, tmp_path):
     assert (tile(3) - ba[0].clamp(-1, 1)).abs().max() <= 1 / 127.5 + 1e-6
     assert main(["mix", str(a), str(b), "--generator", str(files["G"]), "--encoder", str(files["E"]),
                  "--out", str(out)]) == 1  # exists
+
+
+# ---- PreparedEdit: repeated edits reusing F and G_K(w) -----------------------------------------
+def _inversion_at(G, k: int, n: int = 2) -> Inversion:
+    g = torch.Generator().manual_seed(k)
+    ws = G.mapping(torch.randn(n, G.z_dim, generator=g)) + 0.2 * torch.randn(n, G.num_ws, G.w_dim, generator=g)
+    F = G.features_at(k, ws) + 0.3 * torch.randn(n, *G.layer(k).shape, generator=g)
+    return Inversion(ws, F, k, G.fingerprint())
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 4, 7])  # the constant, block ends (odd), block starts, the last
+@pytest.mark.parametrize("noise_mode", ["const", "random"])
+def test_prepared_edit_equals_the_full_eq1_edit_bit_for_bit(G, k, noise_mode):
+    from invkit.editing import PreparedEdit
+
+    inv = _inversion_at(G, k)
+    d = _direction(G, space="w+")
+    torch.manual_seed(5)
+    prepared = PreparedEdit(G, inv, noise_mode)
+    noise = prepared.noise if noise_mode == "random" else "const"
+    assert not isinstance(noise, str) or noise == "const"
+    for alpha in (0.0, 1.5, -3.0):
+        assert torch.equal(prepared.render(d.apply(inv.ws, alpha)), edit(G, inv, d, alpha, noise)), (k, alpha)
+    assert torch.equal(prepared.render(inv.ws), G.synthesize_from(k, inv.features, inv.ws, noise))
+
+
+def test_prepared_edit_state_matches_features_at_and_counts_the_rows_it_reads(G):
+    for k in range(len(G.layers)):
+        ws = _inversion_at(G, max(k, 1)).ws
+        state = G.synthesis_state(k, ws)
+        assert torch.equal(state.features, G.features_at(k, ws))
+        assert state.rows == (k + 1 if k % 2 else k)
+        same = lambda a, b: torch.equal(a.features, b.features) and (  # noqa: E731
+            a.carry is b.carry is None or torch.equal(a.carry, b.carry))
+        if state.rows < G.num_ws:  # a change of the rows after them leaves the state as it is
+            moved = ws.clone()
+            moved[:, state.rows:] += 1.0
+            assert same(G.synthesis_state(k, moved), state)
+        if state.rows:  # a change of the last row it counts does not
+            moved = ws.clone()
+            moved[:, state.rows - 1] += 1.0
+            assert not same(G.synthesis_state(k, moved), state)
+
+
+def test_prepared_edit_of_late_rows_runs_only_the_layers_after_k(G, monkeypatch):
+    from invkit.editing import PreparedEdit
+
+    inv = _inversion(G)  # K = 3: the state reads rows 0..3
+    prepared = PreparedEdit(G, inv)
+    late = _direction(G, layers=range(4, G.num_ws))
+    early = _direction(G, layers=[1])
+    calls = []
+    real = type(G).synthesis_state
+    monkeypatch.setattr(type(G), "synthesis_state", lambda self, *a, **kw: calls.append(a[0]) or real(self, *a, **kw))
+    monkeypatch.setattr(type(G), "synthesize_from", lambda *a, **kw: pytest.fail("the full pass ran"))
+    out = prepared.render(late.apply(inv.ws, 2.0))
+    assert calls == []  # G_K(w̃) = G_K(w): reused, only the layers after K ran
+    monkeypatch.undo()
+    assert torch.equal(out, edit(G, inv, late, 2.0))
+    prepared.render(early.apply(inv.ws, 2.0))  # the early row changes G_K: the state is made again
+    assert torch.equal(prepared.render(early.apply(inv.ws, 2.0)), edit(G, inv, early, 2.0))
+
+
+def test_prepared_edit_falls_back_to_the_full_pass_for_other_adapters():
+    from invkit.adapters.stylegan3 import StyleGAN3Generator
+    from invkit.editing import PreparedEdit
+
+    torch.manual_seed(0)
+    G3 = StyleGAN3Generator({"z_dim": 16, "w_dim": 16, "c_dim": 0, "img_resolution": 32, "img_channels": 3,
+                             "mapping_kwargs": {"num_layers": 2}, "channel_base": 256, "channel_max": 16}).eval()
+    with torch.no_grad():
+        inv = _inversion_at(G3, 3)
+        d = _direction(G3, space="w+")
+        prepared = PreparedEdit(G3, inv)
+        assert prepared.state.rows == G3.num_ws and prepared.state.carry is None
+        assert torch.equal(prepared.render(d.apply(inv.ws, 2.0)), edit(G3, inv, d, 2.0))
+        with pytest.raises(ValueError, match="edited codes must be"):
+            prepared.render(inv.ws[:1])

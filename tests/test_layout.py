@@ -26,7 +26,8 @@ ALLOWED = {
     "procedures": BELOW_PROCEDURES,
     "training": BELOW_PROCEDURES | {"training"},
     "exporter": BELOW_PROCEDURES | {"exporter"},
-    "cli": BELOW_PROCEDURES | {"training", "exporter", "cli", "api"},
+    "ui": BELOW_PROCEDURES | {"training", "exporter", "ui", "api"},
+    "cli": BELOW_PROCEDURES | {"training", "exporter", "ui", "cli", "api"},
     "plugin": BELOW_PROCEDURES | {"training", "plugin", "api"},
 }
 
@@ -48,7 +49,7 @@ def _part(module: str) -> str:
     head = parts[1]
     if head in ("adapters", "editors", "recipes"):
         return "plugin"
-    if head in ("io", "ops", "nets", "training", "exporter", "cli", "config", "registry", "hookspecs"):
+    if head in ("io", "ops", "nets", "training", "exporter", "ui", "cli", "config", "registry", "hookspecs"):
         return head
     if head in INTERFACES:
         return "interfaces"
@@ -114,3 +115,12 @@ def test_adapter_modules_have_no_import_cycle(module):
 
     for piece in [m for m in known if m.startswith(module)]:
         assert not reaches(piece, piece, set()), f"{piece} imports itself through a cycle"
+
+
+def test_every_package_is_listed_for_installation():
+    """A package missing from pyproject's explicit list is left out of a built wheel (only an
+    editable install from the source tree would still find it)."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module for module, (_, is_package) in _modules().items() if is_package}
+    assert found == listed, f"unlisted: {sorted(found - listed)}, listed but absent: {sorted(listed - found)}"

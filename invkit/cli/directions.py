@@ -26,6 +26,7 @@ from rich.table import Table
 
 from .. import plugins
 from ..direction import Direction
+from ..editing import fill_strengths, mapped_codes
 from ..inversion import Inversion
 from ..loading import load_generator
 from ._args import parse_int_ranges, positive_int
@@ -118,7 +119,7 @@ def run_sefa(args) -> int:
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     dirs = _editor("sefa").fit(generator=G, layers=_layers(args.layers), top=args.top, space=args.space,
                                include_torgb=args.include_torgb, normalize=args.normalize)
-    _calibrate(dirs, _mapped_codes(G))
+    fill_strengths(dirs, mapped_codes(G))
     return _write(dirs, args, ("eigenvalue", "explained"))
 
 
@@ -126,7 +127,7 @@ def run_ganspace(args) -> int:
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     dirs = _editor("ganspace").fit(generator=G, components=args.components, layers=_layers(args.layers),
                                    samples=args.samples, seed=args.seed, space=args.space)
-    _calibrate(dirs, _mapped_codes(G))
+    fill_strengths(dirs, mapped_codes(G))
     return _write(dirs, args, ("std", "explained"))
 
 
@@ -139,7 +140,7 @@ def run_interfacegan(args) -> int:
         method=args.method, C=args.C, ratio=args.ratio, split=args.split, seed=args.seed,
         condition_on=conditions,
     )
-    _calibrate(dirs, codes.ws)
+    fill_strengths(dirs, codes.ws)
     return _write(dirs, args, ("val_accuracy", "train_accuracy", "n_train", "n_val"))
 
 
@@ -157,31 +158,10 @@ def run_plugin(args) -> int:
         raise ValueError(f"editor {args.editor!r} ({entry.distribution}) declares no inputs and its fit() "
                          f"failed: {exc} (an editor lists its fit() keywords in Editor.inputs, docs/plugins.md)") from None
     if dirs and all(isinstance(d, Direction) for d in dirs):
-        _calibrate(dirs, codes.ws if codes is not None else _mapped_codes(G) if G is not None else None)
+        fill_strengths(dirs, codes.ws if codes is not None else mapped_codes(G) if G is not None else None)
     numeric = [k for k, v in (dirs[0].stats.items() if dirs and isinstance(dirs[0], Direction) else ())
                if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return _write(dirs, args, tuple(numeric[:4]))
-
-
-def _mapped_codes(G, n: int = 2000, seed: int = 0):
-    """``ws [n, num_ws, w_dim]`` of mapping-network samples (the codes generator-only editors act on)."""
-    import torch
-
-    with torch.no_grad():
-        z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)
-        return G.mapping(z)
-
-
-def _calibrate(dirs: list[Direction], ws) -> None:
-    """Record a default strength (2 standard deviations of the codes along each direction) where
-    the editor gave none; ``invkit edit`` then spans ``[-strength, strength]``."""
-    from ..editing import spread_strength
-
-    if ws is None:
-        return
-    for d in dirs:
-        if d.strength is None and d.space != "z":
-            d.strength = spread_strength(d, ws)
 
 
 def read_labels(path: str | Path, attribute: str, names: list[str], codes_path: str | Path = "codes") -> list[float]:

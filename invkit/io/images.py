@@ -51,12 +51,15 @@ def max_image_pixels() -> int:
         raise ValueError(f"INVKIT_MAX_IMAGE_PIXELS={text!r} is not an integer") from None
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
+def open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
     """The one image reader of every command: the file as an 8-bit RGB PIL image.
+
+    ``max_pixels`` tightens the pixel limit for one caller (``invkit ui`` reads uploads with
+    its own, smaller one); the smaller of it and :func:`max_image_pixels` applies.
 
     Policy:
 
-    * the declared size is checked before decoding: more than :func:`max_image_pixels` pixels,
+    * the declared size is checked before decoding: more than that many pixels,
       a side below :data:`MIN_SIDE`, or an aspect ratio beyond :data:`MAX_ASPECT` is refused;
     * the EXIF orientation is applied (as a camera or a viewer shows the photo);
     * 16-bit images (``I;16``, ``I``) are scaled from [0, 65535], float images (``F``, e.g.
@@ -66,7 +69,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     Raises:
         ImageError: one line naming the file and the problem.
     """
-    return _read(Path(path), decode=True)
+    return _read(Path(path), decode=True, max_pixels=max_pixels)
 
 
 def check_image_header(path: str | os.PathLike) -> None:
@@ -75,8 +78,11 @@ def check_image_header(path: str | os.PathLike) -> None:
     _read(Path(path), decode=False)
 
 
-def _read(path: Path, decode: bool) -> Image.Image | None:
+def _read(path: Path, decode: bool, max_pixels: int | None = None) -> Image.Image | None:
     limit = max_image_pixels()
+    # Only the environment's limit can be raised with the environment variable.
+    hint = "; set INVKIT_MAX_IMAGE_PIXELS to allow more" if max_pixels is None or max_pixels >= limit else ""
+    limit = limit if max_pixels is None else min(limit, max_pixels)
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limit)  # our check below decides
     try:
         with warnings.catch_warnings():
@@ -86,7 +92,7 @@ def _read(path: Path, decode: bool) -> Image.Image | None:
             w, h = im.size
             if w * h > limit:
                 raise ImageError(f"{path}: declares {w}x{h} pixels, more than the limit of {limit} "
-                                 "(a decompression bomb?); set INVKIT_MAX_IMAGE_PIXELS to allow more")
+                                 f"(a decompression bomb?){hint}")
             if min(w, h) < MIN_SIDE or max(w, h) > MAX_ASPECT * min(w, h):
                 raise ImageError(f"{path}: {w}x{h} pixels is too small or too elongated (sides of at "
                                  f"least {MIN_SIDE} px and an aspect ratio of at most {MAX_ASPECT:g}:1 are read)")
@@ -96,7 +102,9 @@ def _read(path: Path, decode: bool) -> Image.Image | None:
             return _to_rgb8(ImageOps.exif_transpose(im), path)
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+    except Image.DecompressionBombError:  # PIL's own guard fired first (its limit is at least ours)
+        raise ImageError(f"{path}: declares more pixels than the limit of {limit} (a decompression bomb?){hint}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             MemoryError, EOFError) as exc:
         raise ImageError(f"{path}: cannot read image ({exc or type(exc).__name__})") from None
 
