@@ -9,7 +9,7 @@ import torch
 from hostile import png_bomb
 from PIL import Image
 
-from invkit.editing import as_wplus, edit, mix
+from invkit.editing import edit, mix
 from invkit.fs_encoder import FeatureStyleEncoder, save_encoder
 from invkit.inversion import Inversion
 from invkit.loading import save_generator
@@ -58,8 +58,9 @@ def test_the_fast_edit_equals_the_full_eq1_edit(toy, face, name):
 
 def test_several_sliders_add_their_directions(toy, face):
     a, b = toy.directions["smile"], toy.directions["yaw"]
-    both = a.vector * 2.0 + b.vector * -3.0
-    combined = as_wplus(type(a)(both, "w+", "both", "manual", a.generator_fingerprint), toy.G.num_ws)
+    zero = torch.zeros(1, toy.G.num_ws, toy.G.w_dim)
+    both = a.apply(zero, 2.0)[0] + b.apply(zero, -3.0)[0]  # the W+ step of both (W or W+ directions)
+    combined = type(a)(both, "w+", "both", "manual", a.generator_fingerprint)
     torch.testing.assert_close(toy.edit(face, {"smile": 2.0, "yaw": -3.0}), edit(toy.G, face.inversion, combined, 1.0),
                                atol=1e-5, rtol=1e-5)
     with pytest.raises(UIError, match="no direction 'frown'"):
