@@ -54,7 +54,7 @@ def report(label: str, times: list[float]) -> None:
 
 def model_level(repeat: int) -> None:
     from invkit.direction import Direction
-    from invkit.editing import edit
+    from invkit.editing import as_wplus, edit
     from invkit.ui.page import display
     from invkit.ui.sources import load_session
 
@@ -67,7 +67,7 @@ def model_level(repeat: int) -> None:
     report("full Eq. 1 edit (editing.edit)", timed(lambda: edit(session.G, face.inversion, d, next(moves)), repeat))
     report("fast path (session.edit: F, G_K(w) reused)", timed(lambda: session.edit(face, {"smile": next(moves)}), repeat))
     rows = face.prepared.state.rows
-    late_vec = d.vector.clone()
+    late_vec = as_wplus(d, session.G.num_ws).vector.clone()  # the demo's directions are W, SeFa's W+
     late_vec[:rows] = 0
     late = Direction(late_vec / late_vec.norm(), "w+", "late", "manual", d.generator_fingerprint)
     session.directions["late"] = late
@@ -135,11 +135,11 @@ def browser_level(repeat: int, threads: int, screenshot: str | None) -> None:
                     if i:  # the first move warms the page up
                         times.append(time.perf_counter() - t0)
                 report("browser round trip (slider set -> new image shown)", times)
-                if screenshot:  # clear edits to show on a frowning upload: smile and hair at their strengths
-                    for selector in ("#slider-8", "#slider-2"):
+                if screenshot:  # clear edits on a frowning face with glasses: smile up, glasses off
+                    for selector, end in (("#slider-8", "max"), ("#slider-1", "min")):
                         old = page.get_attribute("#edited img", "src")
                         move = page.locator(f"{selector} input[type=range]")
-                        move.fill(move.get_attribute("max"))
+                        move.fill(move.get_attribute(end))
                         page.wait_for_function("old => { const i = document.querySelector('#edited img');"
                                                " return i && i.src !== old && i.complete; }", arg=old)
                     page.screenshot(path=screenshot, full_page=True)
