@@ -130,8 +130,8 @@ class FeatureStyleLoss(nn.Module):
         x: torch.Tensor,
         rec_w: torch.Tensor,
         rec_wf: torch.Tensor,
-        feats: torch.Tensor,
-        feats_target: torch.Tensor,
+        feats: torch.Tensor | None,
+        feats_target: torch.Tensor | None,
         synthetic_mask: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
         """Every term (scalars) and the weighted ``"total"``.
@@ -139,14 +139,16 @@ class FeatureStyleLoss(nn.Module):
         Args:
             x: target images ``[B, 3, H, W]`` in [-1, 1].
             rec_w: ``G(w)``, same shape. rec_wf: ``G(w, F)``, same shape.
-            feats: the encoder's ``F`` ``[B, C, h, w]``.
-            feats_target: ``G_K(w)`` for the encoder's ``w``, same shape (detached here).
+            feats: the encoder's ``F`` ``[B, C, h, w]``; None for a W+-only encoder (the
+                ``feature`` term is then 0, and the engine passes ``rec_wf = rec_w``).
+            feats_target: ``G_K(w)`` for the encoder's ``w``, same shape (detached here), or None.
             synthetic_mask: bool ``[B]``, True for synthetic images (None: all real).
         """
         if rec_w.shape != x.shape or rec_wf.shape != x.shape:
             raise ValueError(f"reconstructions {list(rec_w.shape)}, {list(rec_wf.shape)} must match x {list(x.shape)}")
-        if feats.shape != feats_target.shape:
-            raise ValueError(f"F {list(feats.shape)} and G_K(w) {list(feats_target.shape)} differ in shape")
+        if feats is not None and (feats_target is None or feats.shape != feats_target.shape):
+            raise ValueError(f"F {list(feats.shape)} and G_K(w) "
+                             f"{None if feats_target is None else list(feats_target.shape)} differ in shape")
         x = x.detach()
         zero = x.new_zeros(())
         out: dict[str, torch.Tensor] = {}
@@ -165,7 +167,7 @@ class FeatureStyleLoss(nn.Module):
         out["lpips_wf"] = self.multiscale_lpips(x, rec_wf)
         out["lpips"] = out["lpips_w"] + out["lpips_wf"]
 
-        out["feature"] = F.mse_loss(feats, feats_target.detach())
+        out["feature"] = zero if feats is None else F.mse_loss(feats, feats_target.detach())
 
         for name, net in (("identity", self.arcface), ("parsing", self.parser)):
             if net is None:
