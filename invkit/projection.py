@@ -296,7 +296,7 @@ def project(
             total = parts["total"]
             finite = torch.isfinite(total).cpu()
             for i in torch.nonzero(ok & ~finite).flatten().tolist():
-                values = ", ".join(f"{k} {float(v[i]):.4g}" for k, v in parts.items())
+                values = ", ".join(f"{k} {float(v[i].detach()):.4g}" for k, v in parts.items())
                 failed[names[i]] = f"{names[i]}: non-finite loss at step {step} ({values}); image stopped"
             ok &= finite
             if not ok.any():

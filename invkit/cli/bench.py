@@ -12,8 +12,9 @@ images, after one untimed warm-up batch for encoders, metrics and file reading e
 
 A projection setting is ``[LABEL=]SPACE[:KEY=VALUE,...]``: ``w+:steps=500``,
 ``wf=w+f:steps=500,init=fs`` (``init``: an ``--encoder`` label, or an encoder file / recipe,
-whose codes start the optimisation; ``perceptual``: the objective's network, default the LPIPS
-column's recipe network or vgg; any other key of :class:`invkit.projection.ProjectionSettings`).
+whose codes start the optimisation; ``net``: the objective's perceptual network, as
+``--perceptual`` names them, default the LPIPS column's when that is a recipe's, else vgg; any
+key of :class:`invkit.projection.ProjectionSettings`, e.g. ``perceptual=0`` for MSE alone).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _inverters(args, G, encoders: dict, lpips_name: str):
     for spec in args.project:
         label, space, options = parse_project_arg(spec)
         init = options.pop("init", None)
-        net_name = options.pop("perceptual", lpips_name)
+        net_name = options.pop("net", lpips_name)
         if "noise_maps" in options:
             raise ValueError(f"--project {spec!r}: bench renders codes with the generator's constant noise; "
                              f"noise_maps is not available here (use invkit project --optimize-noise)")
@@ -109,13 +110,13 @@ def _inverters(args, G, encoders: dict, lpips_name: str):
         rows.append((label, Projector(G, settings, net, init_encoder=E),
                      {"kind": "projection", "settings": settings_dict(settings), "perceptual": net_label,
                       "init": init}))
-    if not rows:
-        raise ValueError("nothing to compare: pass --encoder and/or --project")
     return rows
 
 
 def run(args) -> int:
     console = Console(stderr=True, soft_wrap=True)
+    if not args.encoder and not args.project:
+        raise ValueError("nothing to compare: pass --encoder and/or --project")
     files = select_images(args.images, args.n)
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     metrics, lpips, lpips_label = metrics_and_perceptual(args, G, args.device)

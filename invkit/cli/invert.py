@@ -35,12 +35,25 @@ REC_W_DIR = "rec_w"
 REC_WF_DIR = "rec_wf"
 
 
+def add_io_args(p, out_help: str = "output folder") -> None:
+    """``--generator``, ``--images``, ``--out``: what every inverting command takes."""
+    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
+    p.add_argument("--images", "-i", required=True, help="folder of input images")
+    p.add_argument("--out", "-o", required=True, help=out_help)
+
+
+def input_files(folder) -> list[Path]:
+    """The image files of ``folder`` in name order; an error naming it when there are none."""
+    files = list_images(folder)
+    if not files:
+        raise ValueError(f"{folder}: no images (looked for .png, .jpg, .jpeg, .bmp, .webp, .tif)")
+    return files
+
+
 def register(sub) -> None:
     p = sub.add_parser("invert", help="invert a folder of images with a Feature-Style encoder")
-    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
+    add_io_args(p)
     p.add_argument("--encoder", "-e", required=True, help="encoder file (invkit .safetensors or official 143_enc.pth), a training run folder or checkpoint (its newest encoder), or a recipe that ships one (toy)")
-    p.add_argument("--images", "-i", required=True, help="folder of input images")
-    p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--batch", type=positive_int, default=4, help="images per forward pass (default 4)")
     p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
     p.add_argument("--k", type=int, default=None,
@@ -65,9 +78,7 @@ def run(args) -> int:
     from ..fs_encoder import load_encoder
 
     console = Console(stderr=True, soft_wrap=True)
-    files = list_images(args.images)
-    if not files:
-        raise ValueError(f"{args.images}: no images (looked for .png, .jpg, .jpeg, .bmp, .webp, .tif)")
+    files = input_files(args.images)
     out = Path(args.out)
     codes_path = out / CODES_FILE
     refuse_earlier_run(out, args.overwrite, (CODES_FILE, REPORT_FILE), (REC_W_DIR, REC_WF_DIR))

@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..inversion import Inversion
 from ..io import atomic, tensorfile
-from ..io.images import iter_image_batches, list_images, save_image
+from ..io.images import iter_image_batches, save_image
 from ..loading import load_generator
 from ..projection import (
     SPACES,
@@ -43,7 +43,14 @@ from ..projection import (
 )
 from ._args import check_outputs, finite_float, positive_int
 from ._report import REPORT_FILE, RunReport
-from .invert import CODES_FILE, output_names, refuse_earlier_run, remove_stale_images
+from .invert import (
+    CODES_FILE,
+    add_io_args,
+    input_files,
+    output_names,
+    refuse_earlier_run,
+    remove_stale_images,
+)
 
 REC_DIR = "rec"
 PARTIAL_DIR = "partial"
@@ -52,9 +59,7 @@ NOISE_FILE = "noise.safetensors"
 
 def register(sub) -> None:
     p = sub.add_parser("project", help="invert images by per-image optimisation in W, W+ or W+F")
-    p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
-    p.add_argument("--images", "-i", required=True, help="folder of input images")
-    p.add_argument("--out", "-o", required=True, help="output folder (an unfinished run there is resumed)")
+    add_io_args(p, "output folder (an unfinished run there is resumed)")
     p.add_argument("--space", default="w+", choices=SPACES, help="w, w+ (default) or w+f (W+ and F at layer K jointly)")
     p.add_argument("--steps", type=positive_int, default=1000, help="Adam steps per image (default 1000)")
     p.add_argument("--lr", type=finite_float, default=0.1, help="peak learning rate (default 0.1)")
@@ -100,9 +105,7 @@ def run(args) -> int:
     from ..fs_encoder import load_encoder
 
     console = Console(stderr=True, soft_wrap=True)
-    files = list_images(args.images)
-    if not files:
-        raise ValueError(f"{args.images}: no images (looked for .png, .jpg, .jpeg, .bmp, .webp, .tif)")
+    files = input_files(args.images)
     out = Path(args.out)
     inputs = [*files, args.generator, args.init_encoder]
     # rec/ images without partial/ are a finished run's; with it, an unfinished run to resume
