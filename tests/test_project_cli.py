@@ -13,6 +13,7 @@ import invkit.cli.project as project_cli
 from invkit.cli import main
 from invkit.fs_encoder import FeatureStyleEncoder, save_encoder
 from invkit.inversion import Inversion
+from invkit.io import tensorfile
 from invkit.io.images import load_image
 
 FAST = ["--steps", "4", "--batch", "2", "--set", "perceptual=0", "--set", "w_avg_samples=500"]
@@ -53,6 +54,20 @@ def test_project_writes_images_codes_and_report(wsetup, capsys):
     assert "holds results of an earlier run" in _err(capsys)
     assert _project(s, out, "--space", "w", "--overwrite") == 1
     assert Inversion.load(out / "codes.safetensors").features is None
+
+
+def test_optimised_noise_maps_are_saved_with_the_codes(wsetup, capsys):
+    out = wsetup["root"] / "noise"
+    assert _project(wsetup, out, "--optimize-noise", "--steps", "2") == 1
+    tensors, meta = tensorfile.load(out / "noise.safetensors")
+    codes = Inversion.load(out / "codes.safetensors")
+    assert meta["names"] == codes.names == ["a", "b", "c", "d"]
+    shapes = [tuple(v.shape) for v in wsetup["G"].sample_noise(4)]
+    assert [tuple(tensors[f"noise_{i}"].shape) for i in range(len(shapes))] == shapes
+    noise = [tensors[f"noise_{i}"] for i in range(len(shapes))]
+    with torch.no_grad():  # rec/ holds the image of the codes with these maps
+        rec = wsetup["G"].synthesize(codes.ws, noise)[0].clamp(-1, 1)
+    assert (load_image(out / "rec" / "a.png") - rec).abs().max() < 2 / 255 * 2
 
 
 def test_an_interrupted_run_resumes_with_the_images_it_has_not_done(wsetup, capsys, monkeypatch):

@@ -150,6 +150,12 @@ def test_settings_are_checked():
     assert ProjectionSettings().with_overrides(["space=w+f", "lr=0.05"]).lr == 0.05
 
 
+def test_the_public_api_names_it():
+    import invkit
+
+    assert invkit.project is project and invkit.ProjectionSettings is ProjectionSettings
+
+
 def test_a_perceptual_objective_needs_a_network(G):
     with pytest.raises(ValueError, match="perceptual"):
         project(G, targets(G, 1, 0), "w", 2, settings=settings())

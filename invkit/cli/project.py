@@ -70,12 +70,13 @@ def register(sub) -> None:
                    help="perceptual network: alex, vgg, or a recipe's (toy: toy-LPIPS); auto (default): the "
                         "recipe that --generator names, else vgg")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="other projection settings, e.g. mse=0.5, perceptual=1, noise_start=0.05, "
-                        "feature_lr=0.01, w_avg_samples=10000 (repeatable)")
+                   help="other projection settings, e.g. mse=0.5, perceptual=1 (0: MSE alone, no network "
+                        "weights needed), noise_start=0.05, feature_lr=0.01, w_avg_samples=10000 (repeatable)")
     p.add_argument("--optimize-noise", action="store_true",
                    help="also optimise the noise maps (NVlabs), saved to noise.safetensors")
     p.add_argument("--batch", type=positive_int, default=4, help="images optimised together (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the start statistics and the w-noise (default 0)")
+    p.add_argument("--adapter", help="force a generator adapter instead of detecting it")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ... (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.set_defaults(func=run)
@@ -112,7 +113,7 @@ def run(args) -> int:
     refuse_earlier_run(out, args.overwrite, (CODES_FILE, REPORT_FILE, NOISE_FILE),
                        () if (out / PARTIAL_DIR).is_dir() else (REC_DIR,))
     check_outputs([out / CODES_FILE, out / REPORT_FILE, out / NOISE_FILE], args.overwrite, inputs)
-    G = load_generator(args.generator, device=args.device)
+    G = load_generator(args.generator, adapter=args.adapter, device=args.device)
     E = load_encoder(args.init_encoder, G, k=args.k, device=args.device) if args.init_encoder else None
     k = args.k if args.k is not None else (E.k if E is not None else None)
     settings = ProjectionSettings(space=args.space, steps=args.steps, lr=args.lr, seed=args.seed,
