@@ -7,6 +7,7 @@ The public API::
     img = G.synthesize(ws)                            # [B, 3, R, R] in ~[-1, 1]
     F = G.features_at(5, ws)                          # layer-5 activation
     img = G.synthesize_from(5, F, ws)                 # the FS reconstruction G(w, F)
+    res = invkit.project(G, images, space="w+f", steps=500, perceptual=d)   # optimisation baseline
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ _LAZY = {
     "Recipe": "invkit.recipe",
     "get_recipe": "invkit.recipe",
     "train": "invkit.training",
+    "project": "invkit.projection",
+    "ProjectionSettings": "invkit.projection",
     # invkit.exporter, not invkit.export: importing a submodule named like the function would
     # rebind invkit.export to the module.
     "export": "invkit.exporter",

@@ -78,8 +78,9 @@ def edit_codes(
     direction: Direction,
     strength: float | torch.Tensor,
     noise_mode: NoiseArg = "const",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paper Eq. 1 on the codes: ``(w̃ [N, num_ws, w_dim], F̃ [N, C, H, W])``.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Paper Eq. 1 on the codes: ``(w̃ [N, num_ws, w_dim], F̃ [N, C, H, W])`` (F̃ None for codes
+    without F).
 
     Args:
         G: the generator ``inversion`` and ``direction`` were made for (refused otherwise).
@@ -94,9 +95,11 @@ def edit_codes(
     return _edit_codes(G, inversion, direction, strength, noise)
 
 
-def _edit_codes(G, inversion, direction, strength, noise) -> tuple[torch.Tensor, torch.Tensor]:
+def _edit_codes(G, inversion, direction, strength, noise) -> tuple[torch.Tensor, torch.Tensor | None]:
     ws = inversion.ws
     ws_edit = direction.apply(ws, strength)
+    if not inversion.has_features:  # codes without F (W+-only encoder, projection): the edit is w̃ alone
+        return ws_edit, None
     k = inversion.k
     # The difference first, then the add: at α = 0 it is exactly zero and F̃ == F bit for bit.
     delta = G.features_at(k, ws_edit, noise) - G.features_at(k, ws, noise)
@@ -194,6 +197,9 @@ def mix(
     """
     _check(G, inv_a)
     _check(G, inv_b)
+    if not (inv_a.has_features and inv_b.has_features):
+        raise ValueError("style mixing needs feature codes F: these codes have none (a W+-only encoder "
+                         "or a W / W+ projection)")
     if inv_a.k != inv_b.k:
         raise ValueError(f"cannot mix feature codes of layer {inv_a.k} and layer {inv_b.k}")
     if len(inv_a) != len(inv_b):

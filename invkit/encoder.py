@@ -24,10 +24,11 @@ class Encoder(nn.Module, ABC):
     generator_fingerprint: str
 
     @abstractmethod
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``images [B, 3, H, W]`` in [-1, 1] -> ``(ws [B, num_ws, w_dim], F [B, C, H', W'])``."""
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``images [B, 3, H, W]`` in [-1, 1] -> ``(ws [B, num_ws, w_dim], F [B, C, H', W'])``;
+        F is None for a W+-only encoder (no feature code: the reconstruction is ``G(w)``)."""
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.encode(images)
 
     @torch.no_grad()

@@ -35,6 +35,11 @@ per-channel std and mean (the official code starts at 1 and 0, i.e. unit-varianc
 a generator whose layer K is far from unit scale (the 64 px toy generator's ``b8.conv1``: std 0.12)
 gets an F about 8x too large, which the paper's weak feature term (0.01) and a 5e-4 learning rate
 cannot shrink in a short run: G(w, F) then reconstructs worse than G(w).
+
+``feature_branch=False`` builds the paper's ablation B, a W+-only encoder: the same backbone and
+latent heads without ``content_layer`` (no parameters for it); :meth:`encode` then returns
+``(ws, None)`` and its inversions carry no F (``G(w, F)`` is ``G(w)``). The recipe switch is
+``encoder.feature_branch``; files record it in their config (files without it have the branch).
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ class FeatureStyleEncoder(Encoder):
         feature_stage: the backbone stage the feature branch reads, 3 (the official choice) or 2
             (None: 3, unless layer K is at least twice the side of stage 3's map, as for a
             16x16 K with a 64 px input; then stage 2, whose map has K's side).
+        feature_branch: False builds the W+-only ablation (no ``content_layer``, F is None).
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class FeatureStyleEncoder(Encoder):
         pool_size: int = 3,
         feature_stride: int | None = None,
         feature_stage: int | None = None,
+        feature_branch: bool = True,
     ):
         super().__init__()
         if len(depths) != 4 or len(widths) != 4:
@@ -133,6 +140,7 @@ class FeatureStyleEncoder(Encoder):
         src = self.input_size // 2 ** self.feature_stage
         self.feature_stride = int(feature_stride or (2 if 2 * max(h, w) <= src else 1))
         mid = self.widths[self.feature_stage - 1]
+        self.feature_branch = bool(feature_branch)
         self.content_layer = nn.Sequential(
             nn.BatchNorm2d(mid, eps=BN_EPS),
             nn.Conv2d(mid, c, 3, 1, 1, bias=False),
@@ -140,7 +148,7 @@ class FeatureStyleEncoder(Encoder):
             nn.PReLU(c),
             nn.Conv2d(c, c, 3, self.feature_stride, 1, bias=False),
             nn.BatchNorm2d(c, eps=BN_EPS),
-        )
+        ) if self.feature_branch else None
         self.avg_pool = nn.AdaptiveAvgPool2d(self.pool_size)
         in_features = sum(self.widths) * self.pool_size ** 2
         self.styles = nn.ModuleList(nn.Linear(in_features, self.w_dim) for _ in range(self.num_ws))
@@ -167,8 +175,11 @@ class FeatureStyleEncoder(Encoder):
 
         In train mode the branch then outputs F with exactly those per-channel statistics, so
         ``G(w, F)`` starts as a plausible layer-K activation instead of a unit-variance one. Uses its
-        own RNG (``seed``); the global RNG is not touched. Returns ``self``.
+        own RNG (``seed``); the global RNG is not touched. Returns ``self`` (untouched without a
+        feature branch).
         """
+        if self.content_layer is None:
+            return self
         gen = torch.Generator().manual_seed(seed)
         device = generator.w_avg.device
         z = torch.randn(samples, generator.z_dim, generator=gen).to(device)
@@ -186,7 +197,7 @@ class FeatureStyleEncoder(Encoder):
             "generator_fingerprint": self.generator_fingerprint, "depths": list(self.depths),
             "widths": list(self.widths), "stem_width": self.stem_width, "input_size": self.input_size,
             "pool_size": self.pool_size, "feature_stride": self.feature_stride,
-            "feature_stage": self.feature_stage,
+            "feature_stage": self.feature_stage, "feature_branch": self.feature_branch,
         }
 
     # ---- forward ------------------------------------------------------------------------
@@ -213,15 +224,18 @@ class FeatureStyleEncoder(Encoder):
         shrink = feats.shape[-2] > size[0] or feats.shape[-1] > size[1]
         return F.interpolate(feats, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``images [B, 3, H, W]`` in [-1, 1] -> ``(ws [B, num_ws, w_dim], F [B, C, H_K, W_K])``."""
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``images [B, 3, H, W]`` in [-1, 1] -> ``(ws [B, num_ws, w_dim], F [B, C, H_K, W_K])``;
+        F is None without a feature branch."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got {list(images.shape)}")
         x = self.conv(self.resize_input(images))
         f1 = self.block_1(x)
         f2 = self.block_2(f1)
         f3 = self.block_3(f2)
-        feats = self._fit_features(self.content_layer(f3 if self.feature_stage == 3 else f2))
+        feats = None
+        if self.content_layer is not None:
+            feats = self._fit_features(self.content_layer(f3 if self.feature_stage == 3 else f2))
         f4 = self.block_4(f3)
         # Channel-major flatten of [B, 960, 3, 3]: the order the official heads were trained on.
         pooled = torch.cat([self.avg_pool(f) for f in (f1, f2, f3, f4)], dim=1).flatten(1)
@@ -312,6 +326,7 @@ def load_encoder(
         tensors, meta = tensorfile.load(path, kind=ENCODER_KIND)
         cfg = dict(meta["config"])
         cfg.setdefault("feature_stage", 3)  # files written before the option read stage 3
+        cfg.setdefault("feature_branch", True)  # files written before the ablation switch have one
         if k is not None and k != cfg["k"]:
             raise ValueError(f"{path}: encoder was trained for layer K = {cfg['k']}, not {k}")
         sizecheck.probe(lambda: FeatureStyleEncoder(**cfg), tensors, path, "encoder")  # before allocating

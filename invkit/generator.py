@@ -175,7 +175,7 @@ class Generator(nn.Module, ABC):
     def synthesize_from(
         self,
         k: int,
-        features: torch.Tensor,
+        features: torch.Tensor | None,
         ws: torch.Tensor,
         noise_mode: NoiseArg = "const",
         blend: float | torch.Tensor = 1.0,
@@ -186,7 +186,11 @@ class Generator(nn.Module, ABC):
         Semantics follow the official FS code: the replacement happens right before the next
         conv layer reads activation k; ToRGB layers keep reading their block's own conv output,
         so when k is a block's second conv the skip image up to k's block stays w-driven.
+        ``features=None`` (codes without F: a W+-only encoder, W / W+ projection) is ``G(w)``,
+        :meth:`synthesize`.
         """
+        if features is None:
+            return self.synthesize(ws, noise_mode)
         self._check_ws(ws)
         expected = self.layer(k).shape
         if tuple(features.shape[1:]) != expected or features.shape[0] != ws.shape[0]:

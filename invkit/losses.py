@@ -75,6 +75,23 @@ def downscale(images: torch.Tensor, times: int) -> torch.Tensor:
     return images
 
 
+def pyramid_levels(images: torch.Tensor, min_size: int, scales: int) -> int:
+    """How many of the first ``scales`` pyramid levels (level i: ``i`` halvings) of ``images
+    [B, C, H, W]`` are at least ``min_size`` px on their short side."""
+    side = min(images.shape[-2:])
+    return next((i for i in range(scales) if side / 2 ** i < min_size), scales)
+
+
+def multiscale_distance(net: nn.Module, x: torch.Tensor, y: torch.Tensor, levels: int) -> torch.Tensor:
+    """``sum_{i < levels} net(down_i(x), down_i(y))`` per image ``[B]``: the multi-scale
+    perceptual distance of the objective (``net`` as LPIPS: ``[B, 3, H, W]`` pairs in [-1, 1] ->
+    ``[B]``; ``levels`` from :func:`pyramid_levels`)."""
+    total = x.new_zeros(x.shape[0])
+    for i in range(levels):
+        total = total + net(downscale(x, i), downscale(y, i)).reshape(x.shape[0])
+    return total
+
+
 def cosine_distance_sum(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
     """``sum_l (1 - cos(a_l, b_l))`` per sample ``[B]``, activations flattened per sample."""
     return sum(1 - F.cosine_similarity(x.flatten(1), y.flatten(1), dim=1, eps=1e-6) for x, y in zip(a, b))
@@ -114,24 +131,20 @@ class FeatureStyleLoss(nn.Module):
     # ---- terms --------------------------------------------------------------------------
     def multiscale_lpips(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``sum_i mean_b LPIPS(down_i(x), down_i(y))`` over the pyramid levels (scalar)."""
-        total = x.new_zeros(())
-        for i in range(self.lpips_scales):
-            if min(x.shape[-2:]) / 2 ** i < self.lpips.min_size:
-                if not self._warned:
-                    warnings.warn(f"multi-scale LPIPS: {list(x.shape[-2:])} images are too small for "
-                                  f"level {i} and below; those levels are skipped", stacklevel=2)
-                    self._warned = True
-                break
-            total = total + self.lpips(downscale(x, i), downscale(y, i)).mean()
-        return total
+        levels = pyramid_levels(x, self.lpips.min_size, self.lpips_scales)
+        if levels < self.lpips_scales and not self._warned:
+            warnings.warn(f"multi-scale LPIPS: {list(x.shape[-2:])} images are too small for "
+                          f"level {levels} and below; those levels are skipped", stacklevel=2)
+            self._warned = True
+        return multiscale_distance(self.lpips, x, y, levels).mean()
 
     def forward(
         self,
         x: torch.Tensor,
         rec_w: torch.Tensor,
         rec_wf: torch.Tensor,
-        feats: torch.Tensor,
-        feats_target: torch.Tensor,
+        feats: torch.Tensor | None,
+        feats_target: torch.Tensor | None,
         synthetic_mask: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
         """Every term (scalars) and the weighted ``"total"``.
@@ -139,14 +152,16 @@ class FeatureStyleLoss(nn.Module):
         Args:
             x: target images ``[B, 3, H, W]`` in [-1, 1].
             rec_w: ``G(w)``, same shape. rec_wf: ``G(w, F)``, same shape.
-            feats: the encoder's ``F`` ``[B, C, h, w]``.
-            feats_target: ``G_K(w)`` for the encoder's ``w``, same shape (detached here).
+            feats: the encoder's ``F`` ``[B, C, h, w]``; None for a W+-only encoder (the
+                ``feature`` term is then 0, and the engine passes ``rec_wf = rec_w``).
+            feats_target: ``G_K(w)`` for the encoder's ``w``, same shape (detached here), or None.
             synthetic_mask: bool ``[B]``, True for synthetic images (None: all real).
         """
         if rec_w.shape != x.shape or rec_wf.shape != x.shape:
             raise ValueError(f"reconstructions {list(rec_w.shape)}, {list(rec_wf.shape)} must match x {list(x.shape)}")
-        if feats.shape != feats_target.shape:
-            raise ValueError(f"F {list(feats.shape)} and G_K(w) {list(feats_target.shape)} differ in shape")
+        if feats is not None and (feats_target is None or feats.shape != feats_target.shape):
+            raise ValueError(f"F {list(feats.shape)} and G_K(w) "
+                             f"{None if feats_target is None else list(feats_target.shape)} differ in shape")
         x = x.detach()
         zero = x.new_zeros(())
         out: dict[str, torch.Tensor] = {}
@@ -165,7 +180,7 @@ class FeatureStyleLoss(nn.Module):
         out["lpips_wf"] = self.multiscale_lpips(x, rec_wf)
         out["lpips"] = out["lpips_w"] + out["lpips_wf"]
 
-        out["feature"] = F.mse_loss(feats, feats_target.detach())
+        out["feature"] = zero if feats is None else F.mse_loss(feats, feats_target.detach())
 
         for name, net in (("identity", self.arcface), ("parsing", self.parser)):
             if net is None:

@@ -143,6 +143,9 @@ class EncoderSpec:
         feature_stride: stride of the feature branch's last conv (None: chosen from K's size).
         feature_stage: backbone stage the feature branch reads (None: 3, or 2 when K is at least
             twice stage 3's side).
+        feature_branch: False trains the paper's ablation B, a W+-only encoder with the same
+            backbone, objective and budget: no feature branch, F is None, and every loss term on
+            ``G(w, F)`` is computed on ``G(w)`` instead (``--set encoder.feature_branch=false``).
     """
 
     depths: tuple[int, int, int, int] = (3, 4, 14, 3)
@@ -152,6 +155,7 @@ class EncoderSpec:
     pool_size: int = 3
     feature_stride: int | None = None
     feature_stage: int | None = None
+    feature_branch: bool = True
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``FeatureStyleEncoder.for_generator``."""

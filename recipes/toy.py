@@ -116,6 +116,7 @@ class ToyPerceptual(nn.Module):
     """
 
     min_size = 16
+    label = "toy-LPIPS"
 
     def __init__(self, net: toy_attributes.AttributeNet):
         super().__init__()

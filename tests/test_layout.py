@@ -15,7 +15,8 @@ MAX_LINES = 500
 OVER_LIMIT: dict[str, str] = {}
 
 INTERFACES = {"generator", "encoder", "editor", "direction", "inversion", "plugins", "loading"}
-PROCEDURES = {"fs_encoder", "editing", "inference", "losses", "metrics", "recipe", "data", "align", "video"}
+PROCEDURES = {"fs_encoder", "editing", "inference", "losses", "metrics", "recipe", "data", "align", "video",
+              "projection"}
 FOUNDATION = {"ops", "io", "config", "registry", "hookspecs"}
 BELOW_PROCEDURES = FOUNDATION | {"nets", "interfaces", "procedures"}
 #: part -> the parts it may import (docs/architecture.md, "What each part may import").

@@ -44,8 +44,12 @@ def add_model_args(p) -> None:
     p.add_argument("--generator", "-g", required=True, help="generator checkpoint path, zoo name, URL or a recipe that ships one (toy)")
     p.add_argument("--images", "-i", required=True, help="folder of (aligned) test images")
     p.add_argument("--n", type=int, default=None, help="evaluate the first N images in name order (default: all)")
-    p.add_argument("--metrics", default="mse,psnr,ssim,lpips,id",
-                   help=f"comma-separated, from {','.join(ALL_METRICS)} (default mse,psnr,ssim,lpips,id)")
+    p.add_argument("--metrics", default=None,
+                   help=f"comma-separated, from {','.join(ALL_METRICS)} (default mse,psnr,ssim,lpips,id; "
+                        f"without id when --generator names a recipe that is not of aligned faces, e.g. toy)")
+    p.add_argument("--perceptual", default="auto",
+                   help="network of the LPIPS column: alex, vgg, or a recipe's (toy: toy-LPIPS); auto (default): "
+                        "the recipe that --generator names, else alex (the paper's)")
     p.add_argument("--with-w", action="store_true", help="also evaluate the latent-only reconstruction G(w)")
     p.add_argument("--id-net", default="auto", choices=["auto", "arcface", "dlib"],
                    help="identity network (auto: ArcFace when its weights are available, else dlib)")
@@ -104,7 +108,9 @@ def _sync(device: torch.device) -> None:
 @torch.no_grad()
 def evaluate(G, encoder, files: list[Path], metrics: list[str], batch: int = 4, with_w: bool = False,
              identity=None, lpips=None, fid_net=None, device="cpu", progress=None) -> Evaluation:
-    """Invert ``files`` and accumulate ``metrics`` for ``G(w, F)`` (and ``G(w)``).
+    """Invert ``files`` and accumulate ``metrics`` for ``G(w, F)`` (and ``G(w)``); an encoder
+    without F (``feature_branch`` False: W+-only encoders, W / W+ projections) is evaluated as
+    ``G(w)`` alone.
 
     ``identity``/``lpips``/``fid_net`` are built on demand when their metric is requested and
     they are None (so a missing weight file fails before any work is done).
@@ -121,7 +127,8 @@ def evaluate(G, encoder, files: list[Path], metrics: list[str], batch: int = 4, 
         from ..nets.lpips import LPIPS
 
         lpips = LPIPS(net="alex").to(device)
-    variants = [REC_WF] + ([REC_W] if with_w else [])
+    primary = REC_WF if getattr(encoder, "feature_branch", True) else REC_W
+    variants = [primary] + ([REC_W] if with_w and primary != REC_W else [])
     meters = {v: ReconstructionMetrics(pair_metrics, lpips=lpips, identity=identity, device=device)
               for v in variants} if pair_metrics else {}
     fids = {}
@@ -144,10 +151,10 @@ def evaluate(G, encoder, files: list[Path], metrics: list[str], batch: int = 4, 
         _sync(device)
         t0 = time.perf_counter()
         ws, feats = encoder.encode(x)
-        outs = {REC_WF: G.synthesize_from(encoder.k, feats, ws)}
+        outs = {primary: G.synthesize_from(encoder.k, feats, ws)}
         _sync(device)
         ev.model_seconds += time.perf_counter() - t0
-        if with_w:
+        if len(variants) > 1:
             outs[REC_W] = G.synthesize(ws)
         for v, y in outs.items():
             if v in meters:
@@ -182,7 +189,7 @@ def results_table(rows: dict[str, dict], title: str, extra: dict[str, str] | Non
             cells.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else _fmt(m, v))
         for key in (extra or {}).values():
             v = r.get(key)
-            cells.append("-" if v is None else f"{v:.2f}")
+            cells.append("-" if v is None else f"{v:.3g}")
         table.add_row(*cells)
     return table
 
@@ -193,7 +200,26 @@ def _fmt(metric: str, value: float) -> str:
     return f"{value:.4f}"
 
 
-def protocol(args, G, n_files: int) -> dict:
+def metrics_and_perceptual(args, G, device) -> tuple[list[str], object, str]:
+    """``--metrics`` (its default without ``id`` for a recipe that is not of aligned faces) and the
+    LPIPS column's network with its label (None, None when LPIPS is not requested)."""
+    from .. import plugins
+    from ..projection import perceptual_network
+    from ..recipe import get_recipe
+
+    text = args.metrics
+    if text is None:
+        named = str(args.generator) in plugins.recipes()
+        faces = not named or get_recipe(str(args.generator)).preprocess.align == "ffhq"
+        text = "mse,psnr,ssim,lpips" + (",id" if faces else "")
+    metrics = parse_metrics(text)
+    if "lpips" not in metrics:
+        return metrics, None, None
+    net, label = perceptual_network(args.perceptual, G, args.generator, fallback="alex", device=device)
+    return metrics, net, label
+
+
+def protocol(args, G, n_files: int, lpips_label: str | None = None) -> dict:
     return {
         "images": str(args.images),
         "selection": f"first {n_files} images in file-name order",
@@ -201,7 +227,7 @@ def protocol(args, G, n_files: int) -> dict:
         "resize": "Lanczos to the generator resolution",
         "pixel_metrics_scale": "MSE, PSNR (data_range 1) and SSIM on [0, 1] pixels; inputs clamped to [-1, 1]",
         "ssim": "Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, population statistics, mean over channels",
-        "lpips": "AlexNet, v0.1, inputs in [-1, 1]",
+        "lpips": f"{lpips_label or 'LPIPS (alex, ImageNet trunk)'}, inputs in [-1, 1]",
         "fid": "FID Inception pool3 (2048-d), inputs vs reconstructions; biased upwards for small N",
     }
 
@@ -226,10 +252,10 @@ def run(args) -> int:
     from ..fs_encoder import load_encoder
 
     console = Console(stderr=True, soft_wrap=True)
-    metrics = parse_metrics(args.metrics)
     files = select_images(args.images, args.n)
     check_outputs([args.out], args.overwrite, [*files, args.generator, args.encoder])
     G = load_generator(args.generator, adapter=args.adapter, device=args.device)
+    metrics, lpips, lpips_label = metrics_and_perceptual(args, G, args.device)
     E = load_encoder(args.encoder, G, k=args.k, device=args.device, input_size=args.input_size)
     notes: list[str] = []
     identity = load_identity_embedder(args.id_net, args.device, notes=notes) if "id" in metrics else None
@@ -239,10 +265,10 @@ def run(args) -> int:
                         console=console)
     with progress:
         task = progress.add_task("eval", total=len(files))
-        ev = evaluate(G, E, files, metrics, args.batch, args.with_w, identity=identity, device=args.device,
-                      progress=lambda k: progress.advance(task, k))
+        ev = evaluate(G, E, files, metrics, args.batch, args.with_w, identity=identity, lpips=lpips,
+                      device=args.device, progress=lambda k: progress.advance(task, k))
     report = {
-        "protocol": protocol(args, G, len(files)),
+        "protocol": protocol(args, G, len(files), lpips_label),
         "generator": {"source": str(args.generator), "adapter": G.adapter_name, "fingerprint": G.fingerprint(),
                       "resolution": G.resolution},
         "encoder": {"source": str(args.encoder), "k": E.k},

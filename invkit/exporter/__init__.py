@@ -98,6 +98,8 @@ def _check_encoder(G: Generator, encoder: Encoder, k: int, source: str) -> None:
         problems.append(f"encoder was built for layer K = {encoder.k}, not {k}")
     if encoder.generator_fingerprint and encoder.generator_fingerprint != G.fingerprint():
         problems.append(f"encoder belongs to generator {encoder.generator_fingerprint}, not {G.fingerprint()}")
+    if getattr(encoder, "feature_branch", True) is False:  # the graph's outputs are (ws, features)
+        problems.append("encoder has no feature branch (a W+-only encoder); only FS encoders export")
     if problems:
         raise ExportError(f"{source}: cannot export this encoder with this generator: " + "; ".join(problems))
 

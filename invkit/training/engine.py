@@ -148,10 +148,8 @@ class Trainer:
 
         self.model: nn.Module = self.encoder
         if self.ctx.distributed:
-            self.model = DistributedDataParallel(
-                self.encoder, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=True,
-            )
+            self.model = DistributedDataParallel(self.encoder, broadcast_buffers=True, device_ids=(
+                [self.device.index] if self.device.type == "cuda" else None))
         self.optimizer = build_optimizer(self.encoder.parameters(), self.schedule)
         self.scheduler = build_scheduler(self.optimizer, self.schedule)
         self.rng = torch.Generator().manual_seed(recipe.seed * 1000 + self.ctx.rank)
@@ -247,10 +245,12 @@ class Trainer:
         noise_arg = noise if noise else "none"
         ws, feats = self.model(x)
         rec_w = G.synthesize(ws, noise_mode=noise_arg)
-        with torch.no_grad():
-            feats_target = G.features_at(k, ws.detach(), noise_mode=noise_arg)
         blend = blend_at(self.step, self.recipe.blend_warmup_steps)
-        rec_wf = G.synthesize_from(k, feats, ws, noise_mode=noise_arg, blend=blend)
+        feats_target, rec_wf = None, rec_w  # a W+-only encoder (F None): the G(w, F) terms use G(w)
+        if feats is not None:
+            with torch.no_grad():
+                feats_target = G.features_at(k, ws.detach(), noise_mode=noise_arg)
+            rec_wf = G.synthesize_from(k, feats, ws, noise_mode=noise_arg, blend=blend)
         losses = dict(self.loss_fn(x, rec_w, rec_wf, feats, feats_target, mask))
         total = losses["total"]
         if not torch.isfinite(total):
