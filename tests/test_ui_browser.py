@@ -130,6 +130,13 @@ def _toy_face(path: Path, seed_offset: int = 7) -> Path:
     return path
 
 
+def _shipped_strength(name: str) -> float:
+    """The calibrated strength stored in the demo's direction file ``name``."""
+    from invkit.recipes import toy, toy_directions
+
+    return toy_directions.load_directions(toy.assets_dir())[name].strength
+
+
 def test_the_page_loads_with_samples_and_one_slider_per_direction(page):
     assert "invkit" in page.title()
     assert "Pick a sample or upload an image" in page.inner_text("#status")
@@ -138,7 +145,8 @@ def test_the_page_loads_with_samples_and_one_slider_per_direction(page):
     sliders = page.locator("input[type=range]")
     assert sliders.count() == 10
     labels = page.locator("[id^=slider-]").all_inner_texts()
-    assert any("smile" in t for t in labels) and any("±3.66 (interfacegan)" in t for t in labels)
+    smile = _shipped_strength("smile")
+    assert any("smile" in t for t in labels) and any(f"±{smile:.3g} (interfacegan)" in t for t in labels)
 
 
 def test_an_upload_inverts_and_a_slider_move_changes_the_edited_image(page, tmp_path):
@@ -177,7 +185,8 @@ def test_export_offers_the_edited_image_and_codes_that_load_back(page, tmp_path)
     edited = Image.open(io.BytesIO(page.request.get(links["edited.png"]).body()))
     assert edited.size == (64, 64)  # the generator's own pixels, not the enlarged view
     codes = Inversion.load(tmp_path / "codes.safetensors")
-    assert codes.meta["edit"] == {"hair": pytest.approx(alpha)} and alpha > 10 and codes.k == 5 and codes.ws.shape[0] == 1
+    assert alpha == pytest.approx(_shipped_strength("hair"), abs=0.01)  # the slider's end is the calibrated strength
+    assert codes.meta["edit"] == {"hair": pytest.approx(alpha)} and codes.k == 5 and codes.ws.shape[0] == 1
 
 
 def test_style_mixing_with_a_second_image(page):
