@@ -78,10 +78,11 @@ def toy_recipe() -> Recipe:
     this size to pull G(w, F) onto the pixels (without the pixel term the demo's G(w, F) stayed
     several dB below its target).
 
-    The feature term weighs 10, not the paper's 0.01: Eq. 1 edits F by ``G_K(w̃) − G_K(w)``,
+    The feature term weighs 3, not the paper's 0.01: Eq. 1 edits F by ``G_K(w̃) − G_K(w)``,
     which only carries an edit over when F stays close to ``G_K(w)``. At 0.01 the toy encoder's F
     drifted to a cosine of 0.57 with ``G_K(w)`` and added glasses came out as faint smudges
-    (84 % flipped at best); at 10 the cosine is about 0.92 for the same pixel losses.
+    (84 % flipped at best); at 3 the cosine is 0.93 and 98 % flip. Heavier weights tie F tighter
+    still (10: 0.97) but cost perceptual quality (docs/demo.md).
     """
     from ..losses import LossWeights
     from ..recipe import LossNetworks
@@ -91,7 +92,7 @@ def toy_recipe() -> Recipe:
         generator=str(assets_dir() / GENERATOR_FILE),
         k=TOY_K,
         description="procedural cartoon faces, 64 px StyleGAN2 shipped with invkit (the demo domain)",
-        loss=LossWeights(mse=1.0, lpips=0.2, feature=10.0, identity=0.0, parsing=0.0, mse_real=1.0),
+        loss=LossWeights(mse=1.0, lpips=0.2, feature=3.0, identity=0.0, parsing=0.0, mse_real=1.0),
         loss_networks=LossNetworks(lpips_trunk=str(assets_dir() / ATTRIBUTE_NET_FILE), lpips_scales=2),
         schedule=Schedule(batch_real=8, batch_synthetic=4, epochs=4, iters_per_epoch=1000, lr=1e-3,
                           lr_drop_epochs=1, lr_drop_factor=10.0, optimizer="ranger"),
