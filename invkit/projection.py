@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError, apply_overrides, from_plain, to_plain
+from .editing import mapped_codes
 from .encoder import Encoder
 from .generator import Generator
 from .inversion import Inversion
@@ -119,10 +120,13 @@ class ProjectionSettings:
 
 @dataclass
 class LatentStatistics:
-    """The mapping network's spread: ``w_avg [w_dim]``, ``w_std = sqrt(E ||w - w_avg||^2)``."""
+    """The mapping network's spread: ``w_avg [w_dim]``, ``w_std = sqrt(E ||w - w_avg||^2)``;
+    ``feature_spreads`` caches ``sigma_F / sigma_w`` per (layer, seed) for W+F projections, so a
+    run that projects batch after batch with one ``stats`` measures it once."""
 
     w_avg: torch.Tensor
     w_std: float
+    feature_spreads: dict[tuple[int, int], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -328,12 +332,13 @@ def project(
 
 def _feature_spread(G: Generator, s: ProjectionSettings, stats: LatentStatistics, samples: int = 256) -> float:
     """``sigma_F / sigma_w``: per-element std of ``G_K(w)`` over seeded samples, over w's per-dim
-    spread ``w_std / sqrt(w_dim)``."""
-    gen = torch.Generator().manual_seed(s.seed + 2)
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(samples, G.z_dim, generator=gen).to(stats.w_avg.device))
-        sigma_f = float(G.features_at(s.k, ws).float().std())
-    return sigma_f / (stats.w_std / math.sqrt(G.w_dim))
+    spread ``w_std / sqrt(w_dim)`` (measured once per layer and seed, then cached in ``stats``)."""
+    key = (s.k, s.seed)
+    if key not in stats.feature_spreads:
+        with torch.no_grad():
+            sigma_f = float(G.features_at(s.k, mapped_codes(G, samples, s.seed + 2)).float().std())
+        stats.feature_spreads[key] = sigma_f / (stats.w_std / math.sqrt(G.w_dim))
+    return stats.feature_spreads[key]
 
 
 class Projector(Encoder):
